@@ -1,0 +1,288 @@
+//! The WebSocket frames Switchboard and its clients exchange: JSON text frames tagged by `"type"`.
+//!
+//! Shared by the server, native clients and the Wasm client so all agree on one encoding.
+//! [`ClientFrame::parse`] reads a client frame and says exactly what is wrong with a bad one;
+//! [`ServerFrame`] is what the server sends. `data` stays raw JSON end to end: the server never
+//! re-encodes a payload, it copies the bytes it was given into the one frame every recipient shares.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// Close code when a client is unregistered while connected.
+pub const CLOSE_UNREGISTERED: u16 = 4001;
+/// Close code when a client did not answer the server's ping in time.
+pub const CLOSE_PING_TIMEOUT: u16 = 4002;
+/// Close code when a client reads too slowly and its bounded send queue overflowed.
+pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
+
+/// A frame a client sends. `reference` is the optional `ref` echoed by the ack or error answer.
+#[derive(Debug, Clone)]
+pub enum ClientFrame<'a> {
+    Subscribe {
+        topics: Vec<String>,
+        reference: Option<&'a RawValue>,
+    },
+    Unsubscribe {
+        topics: Vec<String>,
+        reference: Option<&'a RawValue>,
+    },
+    Publish {
+        topic: String,
+        data: &'a RawValue,
+        reference: Option<&'a RawValue>,
+    },
+    Broadcast {
+        data: &'a RawValue,
+        reference: Option<&'a RawValue>,
+    },
+    Ping {
+        reference: Option<&'a RawValue>,
+    },
+}
+
+/// Why a client frame could not be read; `reference` is kept when it could be read.
+#[derive(Debug, Clone)]
+pub struct FrameError<'a> {
+    pub code: &'static str,
+    pub message: String,
+    pub reference: Option<&'a RawValue>,
+}
+
+/// Every field any client frame may carry; `type` picks which must be present.
+/// (serde's internally tagged enums cannot hold a borrowed `RawValue`, hence this flat form.)
+#[derive(Deserialize)]
+struct WireClientFrame<'a> {
+    #[serde(rename = "type")]
+    kind: Option<&'a str>,
+    topics: Option<Vec<String>>,
+    topic: Option<String>,
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
+    #[serde(rename = "ref", borrow)]
+    reference: Option<&'a RawValue>,
+}
+
+impl<'a> ClientFrame<'a> {
+    /// Parses one text frame.
+    pub fn parse(text: &'a str) -> Result<Self, FrameError<'a>> {
+        let wire: WireClientFrame<'a> = serde_json::from_str(text).map_err(|err| FrameError {
+            code: "malformed_frame",
+            message: format!("frame is not a JSON object of the protocol: {err}"),
+            reference: None,
+        })?;
+        let reference = wire.reference;
+        let missing = |field: &str, kind: &str| FrameError {
+            code: "malformed_frame",
+            message: format!("a `{kind}` frame needs `{field}`"),
+            reference,
+        };
+        match wire.kind {
+            Some(kind @ ("subscribe" | "unsubscribe")) => {
+                let topics = wire.topics.ok_or_else(|| missing("topics", kind))?;
+                Ok(if kind == "subscribe" {
+                    ClientFrame::Subscribe { topics, reference }
+                } else {
+                    ClientFrame::Unsubscribe { topics, reference }
+                })
+            }
+            Some("publish") => Ok(ClientFrame::Publish {
+                topic: wire.topic.ok_or_else(|| missing("topic", "publish"))?,
+                data: wire.data.ok_or_else(|| missing("data", "publish"))?,
+                reference,
+            }),
+            Some("broadcast") => Ok(ClientFrame::Broadcast {
+                data: wire.data.ok_or_else(|| missing("data", "broadcast"))?,
+                reference,
+            }),
+            Some("ping") => Ok(ClientFrame::Ping { reference }),
+            Some(other) => Err(FrameError {
+                code: "unknown_frame",
+                message: format!(
+                    "unknown frame type `{other}`; expected subscribe, unsubscribe, publish, broadcast or ping"
+                ),
+                reference,
+            }),
+            None => Err(missing("type", "client")),
+        }
+    }
+
+    /// The `ref` the client attached, if any.
+    pub fn reference(&self) -> Option<&'a RawValue> {
+        match self {
+            ClientFrame::Subscribe { reference, .. }
+            | ClientFrame::Unsubscribe { reference, .. }
+            | ClientFrame::Publish { reference, .. }
+            | ClientFrame::Broadcast { reference, .. }
+            | ClientFrame::Ping { reference } => *reference,
+        }
+    }
+
+    /// Encodes the frame as a client would send it.
+    pub fn to_json(&self) -> String {
+        let (kind, topics, topic, data) = match self {
+            ClientFrame::Subscribe { topics, .. } => ("subscribe", Some(topics), None, None),
+            ClientFrame::Unsubscribe { topics, .. } => ("unsubscribe", Some(topics), None, None),
+            ClientFrame::Publish { topic, data, .. } => ("publish", None, Some(topic), Some(*data)),
+            ClientFrame::Broadcast { data, .. } => ("broadcast", None, None, Some(*data)),
+            ClientFrame::Ping { .. } => ("ping", None, None, None),
+        };
+        #[derive(Serialize)]
+        struct Out<'b> {
+            #[serde(rename = "type")]
+            kind: &'b str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            topics: Option<&'b Vec<String>>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            topic: Option<&'b String>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            data: Option<&'b RawValue>,
+            #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+            reference: Option<&'b RawValue>,
+        }
+        let out = Out {
+            kind,
+            topics,
+            topic,
+            data,
+            reference: self.reference(),
+        };
+        serde_json::to_string(&out).unwrap_or_default()
+    }
+}
+
+/// A frame the server sends.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame<'a> {
+    /// First frame on every connection: the client's id and current subscriptions.
+    Welcome { id: &'a str, topics: Vec<String> },
+    /// A delivery. `topic` is null for a broadcast; `from` is null when sent with the API key.
+    Message {
+        topic: Option<&'a str>,
+        from: Option<&'a str>,
+        #[serde(borrow)]
+        data: &'a RawValue,
+    },
+    /// A client frame was applied.
+    Ack {
+        #[serde(rename = "ref", borrow)]
+        reference: Option<&'a RawValue>,
+    },
+    /// A client frame was refused; the connection stays open.
+    Error {
+        #[serde(rename = "ref", borrow)]
+        reference: Option<&'a RawValue>,
+        error: &'a str,
+        message: &'a str,
+    },
+}
+
+impl ServerFrame<'_> {
+    /// Encodes the frame. Encoding these types cannot fail (no maps with non-string keys).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// An owned server frame, as a client decodes it.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerEvent {
+    Welcome {
+        id: String,
+        topics: Vec<String>,
+    },
+    Message {
+        topic: Option<String>,
+        from: Option<String>,
+        data: serde_json::Value,
+    },
+    Ack {
+        #[serde(rename = "ref", default)]
+        reference: Option<serde_json::Value>,
+    },
+    Error {
+        #[serde(rename = "ref", default)]
+        reference: Option<serde_json::Value>,
+        error: String,
+        message: String,
+    },
+}
+
+impl ServerEvent {
+    /// Decodes one server text frame.
+    pub fn parse(text: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_client_frame() {
+        let f = ClientFrame::parse(r#"{"type":"subscribe","topics":["a","b"],"ref":7}"#).unwrap();
+        assert_eq!(f.reference().map(RawValue::get), Some("7"));
+        assert!(matches!(f, ClientFrame::Subscribe { ref topics, .. } if topics == &["a", "b"]));
+        let f = ClientFrame::parse(r#"{"type":"publish","topic":"t","data":{"x":[1,2]}}"#).unwrap();
+        assert!(matches!(f, ClientFrame::Publish { data, .. } if data.get() == r#"{"x":[1,2]}"#));
+        let f = ClientFrame::parse(r#"{"type":"broadcast","data":"hi","ref":"r1"}"#).unwrap();
+        assert!(matches!(f, ClientFrame::Broadcast { data, .. } if data.get() == r#""hi""#));
+        assert!(matches!(
+            ClientFrame::parse(r#"{"type":"ping"}"#),
+            Ok(ClientFrame::Ping { reference: None })
+        ));
+    }
+
+    #[test]
+    fn bad_frames_say_what_is_wrong_and_keep_the_ref() {
+        let e = ClientFrame::parse("not json").unwrap_err();
+        assert_eq!(e.code, "malformed_frame");
+        let e = ClientFrame::parse(r#"{"type":"publish","topic":"t","ref":3}"#).unwrap_err();
+        assert_eq!(
+            (e.code, e.reference.map(RawValue::get)),
+            ("malformed_frame", Some("3"))
+        );
+        assert!(e.message.contains("data"));
+        let e = ClientFrame::parse(r#"{"type":"dance"}"#).unwrap_err();
+        assert_eq!(e.code, "unknown_frame");
+        let e = ClientFrame::parse(r#"{"topics":[]}"#).unwrap_err();
+        assert!(e.message.contains("type"));
+    }
+
+    #[test]
+    fn client_frames_round_trip() {
+        let data = RawValue::from_string("{\"n\":1}".into()).unwrap();
+        let frame = ClientFrame::Publish {
+            topic: "news".into(),
+            data: &data,
+            reference: None,
+        };
+        let text = frame.to_json();
+        assert_eq!(ClientFrame::parse(&text).unwrap().to_json(), text);
+    }
+
+    #[test]
+    fn server_frames_decode_as_events() {
+        let data = RawValue::from_string("[1,2]".into()).unwrap();
+        let text = ServerFrame::Message {
+            topic: None,
+            from: Some("alice"),
+            data: &data,
+        }
+        .to_json();
+        assert_eq!(
+            text,
+            r#"{"type":"message","topic":null,"from":"alice","data":[1,2]}"#
+        );
+        assert_eq!(
+            ServerEvent::parse(&text).unwrap(),
+            ServerEvent::Message {
+                topic: None,
+                from: Some("alice".into()),
+                data: serde_json::json!([1, 2])
+            }
+        );
+    }
+}

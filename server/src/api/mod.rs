@@ -1,0 +1,400 @@
+//! The typed HTTP API (poem-openapi). Handlers are thin: parse, call [`Node`], shape the answer.
+//! Errors are [`AppError`]s, documented per operation and rendered by [`crate::error`].
+
+mod models;
+
+use std::sync::{Arc, atomic::Ordering};
+
+use poem::Request;
+use poem_openapi::{
+    ApiResponse, OpenApi, Tags,
+    param::{Header, Path},
+    payload::{Html, Json},
+};
+use serde_json::value::{RawValue, to_raw_value};
+use uuid::Uuid;
+
+pub use models::*;
+
+use crate::{
+    error::{ApiError, AppError, error_statuses},
+    hub::Target,
+    node::Node,
+};
+
+#[derive(Tags)]
+enum Tag {
+    /// Register and unregister clients.
+    Clients,
+    /// Send messages.
+    Messages,
+    /// Topics and subscriptions.
+    Topics,
+    /// Health and statistics.
+    Operations,
+}
+
+error_statuses!(RegisterErrors:
+    400 "Bad body or name", 403 "Missing or wrong API key", 409 "Name already registered",
+    503 "Store unavailable");
+error_statuses!(UnregisterErrors:
+    400 "Malformed id", 409 "Unknown id", 503 "Store unavailable");
+error_statuses!(BroadcastErrors:
+    400 "Bad body", 403 "Neither a valid API key nor a sender id", 409 "Unknown sender id",
+    413 "Message over the size limit", 503 "Store unavailable");
+error_statuses!(PublishErrors:
+    400 "Bad body", 403 "Neither a valid API key nor a sender id", 404 "Topic does not exist",
+    409 "Unknown sender id", 413 "Message over the size limit", 503 "Store unavailable");
+error_statuses!(SubscriptionErrors:
+    400 "Bad body", 403 "Unknown client id", 404 "A topic does not exist (nothing was applied)",
+    503 "Store unavailable");
+error_statuses!(ListErrors: 503 "Store unavailable");
+error_statuses!(CreateTopicErrors:
+    400 "Bad body or topic name", 403 "Missing or wrong API key", 409 "Topic exists",
+    503 "Store unavailable");
+error_statuses!(DeleteTopicErrors:
+    403 "Missing or wrong API key", 404 "Topic does not exist", 503 "Store unavailable");
+error_statuses!(StatsErrors: 403 "Missing or wrong API key");
+error_statuses!(ReadyErrors: 503 "The store is unreachable");
+
+type ApiResult<T, S> = Result<T, ApiError<S>>;
+
+#[derive(ApiResponse)]
+enum RegisterResponse {
+    /// Registered.
+    #[oai(status = 201)]
+    Created(Json<Registered>),
+}
+
+#[derive(ApiResponse)]
+enum Accepted {
+    /// Applied.
+    #[oai(status = 202)]
+    Accepted,
+}
+
+#[derive(ApiResponse)]
+enum TopicCreated {
+    /// Created.
+    #[oai(status = 201)]
+    Created(Json<Topic>),
+}
+
+pub struct Api {
+    node: Arc<Node>,
+    /// `ws://host` or `wss://host` (no trailing slash) when configured.
+    public_ws_base: Option<String>,
+}
+
+impl Api {
+    pub fn new(node: Arc<Node>, public_url: Option<&str>) -> Self {
+        let public_ws_base = public_url.map(|url| {
+            let url = url.trim_end_matches('/');
+            match url.split_once("://") {
+                Some(("https", rest)) => format!("wss://{rest}"),
+                Some(("http", rest)) => format!("ws://{rest}"),
+                _ => url.to_owned(),
+            }
+        });
+        Api {
+            node,
+            public_ws_base,
+        }
+    }
+
+    fn ws_url(&self, req: &Request, id: Uuid) -> String {
+        match &self.public_ws_base {
+            Some(base) => format!("{base}/ws/{id}"),
+            None => {
+                let host = req
+                    .uri()
+                    .host()
+                    .map(str::to_owned)
+                    .or_else(|| req.header(poem::http::header::HOST).map(str::to_owned));
+                format!(
+                    "ws://{}/ws/{id}",
+                    host.unwrap_or_else(|| "localhost".into())
+                )
+            }
+        }
+    }
+}
+
+/// The message of a send request, checked and encoded once.
+fn message_json(message: &serde_json::Value) -> Result<Box<RawValue>, AppError> {
+    if message.is_null() {
+        return Err(AppError::BadRequest(
+            "`message` is required and may not be null".into(),
+        ));
+    }
+    to_raw_value(message).map_err(|err| AppError::BadRequest(err.to_string()))
+}
+
+#[OpenApi]
+impl Api {
+    /// Register a client
+    ///
+    /// Returns the client's id (keep it secret) and the URL of its WebSocket.
+    #[oai(
+        path = "/register",
+        method = "post",
+        operation_id = "register",
+        tag = "Tag::Clients"
+    )]
+    async fn register(
+        &self,
+        req: &Request,
+        #[oai(name = "X-Api-Key")] api_key: Header<Option<String>>,
+        body: Json<RegisterRequest>,
+    ) -> ApiResult<RegisterResponse, RegisterErrors> {
+        self.node.require_key(api_key.as_deref())?;
+        let client = self.node.register(body.0.name.as_deref()).await?;
+        let ws_url = self.ws_url(req, client.id);
+        Ok(RegisterResponse::Created(Json(Registered {
+            id: client.id,
+            name: client.name,
+            ws_url,
+        })))
+    }
+
+    /// Unregister a client
+    ///
+    /// The id in the path authorizes the call. The client's live sockets close with 4001.
+    #[oai(
+        path = "/register/:id",
+        method = "delete",
+        operation_id = "unregister",
+        tag = "Tag::Clients"
+    )]
+    async fn unregister(
+        &self,
+        id: Path<String>,
+    ) -> ApiResult<Json<Unregistered>, UnregisterErrors> {
+        let id = Uuid::parse_str(&id.0)
+            .map_err(|_| AppError::BadRequest(format!("`{}` is not a client id (a UUID)", id.0)))?;
+        let closed = self.node.unregister(id).await?;
+        Ok(Json(Unregistered {
+            id,
+            closed_connections: closed as u64,
+        }))
+    }
+
+    /// Broadcast to every connected socket
+    ///
+    /// Authorized by X-Api-Key or by a registered sender `id`; the sender's own sockets
+    /// receive it too.
+    #[oai(
+        path = "/broadcast",
+        method = "post",
+        operation_id = "broadcast",
+        tag = "Tag::Messages"
+    )]
+    async fn broadcast(
+        &self,
+        #[oai(name = "X-Api-Key")] api_key: Header<Option<String>>,
+        body: Json<SendRequest>,
+    ) -> ApiResult<Json<Recipients>, BroadcastErrors> {
+        self.send(api_key.as_deref(), body.0, Target::Broadcast)
+            .await
+    }
+
+    /// Publish to a topic's subscribers
+    #[oai(
+        path = "/topics/:name/publish",
+        method = "post",
+        operation_id = "publish",
+        tag = "Tag::Messages"
+    )]
+    async fn publish(
+        &self,
+        name: Path<String>,
+        #[oai(name = "X-Api-Key")] api_key: Header<Option<String>>,
+        body: Json<SendRequest>,
+    ) -> ApiResult<Json<Recipients>, PublishErrors> {
+        self.send(api_key.as_deref(), body.0, Target::Topic(name.0))
+            .await
+    }
+
+    /// Subscribe a client to topics
+    #[oai(
+        path = "/subscribe",
+        method = "post",
+        operation_id = "subscribe",
+        tag = "Tag::Topics"
+    )]
+    async fn subscribe(
+        &self,
+        body: Json<SubscriptionRequest>,
+    ) -> ApiResult<Accepted, SubscriptionErrors> {
+        let result = self.node.subscribe(body.0.id, body.0.topics).await;
+        result.map_err(subscription_error)?;
+        Ok(Accepted::Accepted)
+    }
+
+    /// Unsubscribe a client from topics
+    #[oai(
+        path = "/unsubscribe",
+        method = "post",
+        operation_id = "unsubscribe",
+        tag = "Tag::Topics"
+    )]
+    async fn unsubscribe(
+        &self,
+        body: Json<SubscriptionRequest>,
+    ) -> ApiResult<Accepted, SubscriptionErrors> {
+        let result = self.node.unsubscribe(body.0.id, body.0.topics).await;
+        result.map_err(subscription_error)?;
+        Ok(Accepted::Accepted)
+    }
+
+    /// List topics with their subscriber counts
+    #[oai(
+        path = "/topics",
+        method = "get",
+        operation_id = "listTopics",
+        tag = "Tag::Topics"
+    )]
+    async fn list_topics(&self) -> ApiResult<Json<Vec<Topic>>, ListErrors> {
+        let topics = self.node.topics().await?;
+        Ok(Json(
+            topics
+                .into_iter()
+                .map(|t| Topic {
+                    name: t.name,
+                    subscribers: t.subscribers,
+                })
+                .collect(),
+        ))
+    }
+
+    /// Create a topic
+    #[oai(
+        path = "/topics",
+        method = "post",
+        operation_id = "createTopic",
+        tag = "Tag::Topics"
+    )]
+    async fn create_topic(
+        &self,
+        #[oai(name = "X-Api-Key")] api_key: Header<Option<String>>,
+        body: Json<CreateTopicRequest>,
+    ) -> ApiResult<TopicCreated, CreateTopicErrors> {
+        self.node.require_key(api_key.as_deref())?;
+        self.node.create_topic(&body.0.name).await?;
+        Ok(TopicCreated::Created(Json(Topic {
+            name: body.0.name,
+            subscribers: 0,
+        })))
+    }
+
+    /// Delete a topic
+    ///
+    /// Every subscription to it ends.
+    #[oai(
+        path = "/topics/:name",
+        method = "delete",
+        operation_id = "deleteTopic",
+        tag = "Tag::Topics"
+    )]
+    async fn delete_topic(
+        &self,
+        name: Path<String>,
+        #[oai(name = "X-Api-Key")] api_key: Header<Option<String>>,
+    ) -> ApiResult<Json<TopicName>, DeleteTopicErrors> {
+        self.node.require_key(api_key.as_deref())?;
+        self.node.delete_topic(&name.0).await?;
+        Ok(Json(TopicName { name: name.0 }))
+    }
+
+    /// The test page
+    #[oai(path = "/", method = "get", hidden)]
+    async fn index(&self) -> Html<&'static str> {
+        Html(INDEX_HTML)
+    }
+
+    /// Liveness: the process is up
+    #[oai(
+        path = "/health",
+        method = "get",
+        operation_id = "health",
+        tag = "Tag::Operations"
+    )]
+    async fn health(&self) -> Json<Status> {
+        Json(Status {
+            status: "ok".into(),
+        })
+    }
+
+    /// Readiness: the store is reachable
+    #[oai(
+        path = "/ready",
+        method = "get",
+        operation_id = "ready",
+        tag = "Tag::Operations"
+    )]
+    async fn ready(&self) -> ApiResult<Json<Status>, ReadyErrors> {
+        self.node.ready().await?;
+        Ok(Json(Status {
+            status: "ready".into(),
+        }))
+    }
+
+    /// This node's connection and delivery counters
+    #[oai(
+        path = "/stats",
+        method = "get",
+        operation_id = "stats",
+        tag = "Tag::Operations"
+    )]
+    async fn stats(
+        &self,
+        #[oai(name = "X-Api-Key")] api_key: Header<Option<String>>,
+    ) -> ApiResult<Json<Stats>, StatsErrors> {
+        self.node.require_key(api_key.as_deref())?;
+        let hub = &self.node.hub;
+        Ok(Json(Stats {
+            connections: hub.connection_count() as u64,
+            connected_clients: hub.connected_client_count() as u64,
+            deliveries: hub.stats.deliveries.load(Ordering::Relaxed),
+            slow_consumer_closes: hub.stats.slow_consumer_closes.load(Ordering::Relaxed),
+        }))
+    }
+}
+
+impl Api {
+    async fn send<S>(
+        &self,
+        api_key: Option<&str>,
+        body: SendRequest,
+        target: Target,
+    ) -> ApiResult<Json<Recipients>, S> {
+        let sender = self.node.sender(api_key, body.id).await?;
+        let data = message_json(&body.message)?;
+        let from = sender.as_ref().map(|client| client.name.as_str());
+        let recipients = self.node.publish(from, target, &data).await?;
+        Ok(Json(Recipients { recipients }))
+    }
+}
+
+/// An unknown id is not a conflict here but a refusal: the id is the credential.
+fn subscription_error(err: AppError) -> AppError {
+    match err {
+        AppError::UnknownClient => AppError::Forbidden("unknown client id"),
+        other => other,
+    }
+}
+
+pub const INDEX_HTML: &str = r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
+<title>Switchboard</title>
+<style>body{font:16px/1.5 system-ui,sans-serif;max-width:40rem;margin:2rem auto;padding:0 1rem}code{background:#f2f2f2;padding:0 .25rem}</style>
+</head><body>
+<h1>Switchboard</h1>
+<p>Real-time messaging over a typed HTTP API and WebSockets.</p>
+<ul>
+<li><a href="docs">API documentation (Swagger UI)</a></li>
+<li><a href="openapi.json">OpenAPI spec</a></li>
+</ul>
+<p>Register with <code>POST /register</code>, then open a WebSocket at the returned <code>ws_url</code>.</p>
+</body></html>
+"#;

@@ -1,0 +1,87 @@
+//! Request and response bodies of the HTTP API, as they appear in the OpenAPI spec.
+
+use poem_openapi::Object;
+use uuid::Uuid;
+
+#[derive(Debug, Object)]
+pub struct RegisterRequest {
+    /// Unique client name, 1-64 of `A-Za-z0-9_.-`. Absent: the server assigns a unique one.
+    #[oai(validator(pattern = r"^[A-Za-z0-9_.-]{1,64}$"))]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Object)]
+pub struct Registered {
+    /// The client's id. A bearer secret: it connects, subscribes, sends and unregisters.
+    pub id: Uuid,
+    pub name: String,
+    /// Where the client opens its WebSocket.
+    pub ws_url: String,
+}
+
+#[derive(Debug, Object)]
+pub struct Unregistered {
+    pub id: Uuid,
+    /// Live WebSocket connections of the client that were closed (code 4001) on this node.
+    pub closed_connections: u64,
+}
+
+#[derive(Debug, Object)]
+pub struct SendRequest {
+    /// Sender id. Without it the X-Api-Key header is required and `from` is null.
+    pub id: Option<Uuid>,
+    /// Any JSON value but null; delivered as the `data` of each message frame.
+    pub message: serde_json::Value,
+}
+
+#[derive(Debug, Object)]
+pub struct Recipients {
+    /// Clients targeted at publish time: registered clients for a broadcast, subscribers for a
+    /// topic. Counted when the message is sent, not acknowledged deliveries.
+    pub recipients: u64,
+}
+
+#[derive(Debug, Object)]
+pub struct SubscriptionRequest {
+    /// The client's id.
+    pub id: Uuid,
+    /// Topics to (un)subscribe; all must exist, otherwise nothing is applied.
+    pub topics: Vec<String>,
+}
+
+#[derive(Debug, Object)]
+pub struct Topic {
+    pub name: String,
+    /// Clients subscribed to the topic.
+    pub subscribers: u64,
+}
+
+#[derive(Debug, Object)]
+pub struct CreateTopicRequest {
+    /// 1-64 of `A-Za-z0-9_.-`.
+    #[oai(validator(pattern = r"^[A-Za-z0-9_.-]{1,64}$"))]
+    pub name: String,
+}
+
+#[derive(Debug, Object)]
+pub struct TopicName {
+    pub name: String,
+}
+
+#[derive(Debug, Object)]
+pub struct Status {
+    /// `ok` (process up) or `ready` (store reachable).
+    pub status: String,
+}
+
+#[derive(Debug, Object)]
+pub struct Stats {
+    /// Live WebSocket connections on this node.
+    pub connections: u64,
+    /// Clients with at least one live connection on this node.
+    pub connected_clients: u64,
+    /// Frames queued to sockets on this node since start.
+    pub deliveries: u64,
+    /// Connections closed (4008) because their send queue overflowed.
+    pub slow_consumer_closes: u64,
+}

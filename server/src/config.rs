@@ -1,0 +1,123 @@
+//! Command-line and environment configuration (clap), validated once at start.
+
+use std::{net::SocketAddr, time::Duration};
+
+use clap::{Parser, ValueEnum};
+
+/// Switchboard: real-time messaging over a typed HTTP API and WebSockets.
+///
+/// Every option can also be set with the environment variable shown next to it.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "switchboard", version, about, long_about = None)]
+pub struct Config {
+    /// Address and port to listen on.
+    #[arg(long, env = "SWITCHBOARD_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+
+    /// Public base URL of this service (e.g. https://push.example.com), used to build `ws_url`.
+    /// Default: derived from the request's Host header.
+    #[arg(long, env = "SWITCHBOARD_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// API key accepted in the X-Api-Key header (repeatable; comma-separated in the env var).
+    /// If none is given, one is generated at start and logged once.
+    #[arg(long = "api-key", env = "SWITCHBOARD_API_KEY", value_delimiter = ',')]
+    pub api_keys: Vec<String>,
+
+    /// Topic that exists at start (repeatable; comma-separated in the env var).
+    #[arg(long = "topic", env = "SWITCHBOARD_TOPIC", value_delimiter = ',')]
+    pub topics: Vec<String>,
+
+    /// Origin allowed for browsers, HTTP and WebSocket (repeatable; comma-separated in the env
+    /// var). None given: every origin is allowed.
+    #[arg(
+        long = "cors-origin",
+        env = "SWITCHBOARD_CORS_ORIGIN",
+        value_delimiter = ','
+    )]
+    pub cors_origins: Vec<String>,
+
+    /// Largest message accepted, in bytes: the JSON `message` of an HTTP publish or broadcast
+    /// (413 above it) and a whole WebSocket frame from a client (close 1009 above it).
+    #[arg(long, env = "SWITCHBOARD_MAX_MESSAGE_BYTES", default_value_t = 65536,
+          value_parser = clap::value_parser!(u32).range(64..=(64 << 20)))]
+    pub max_message_bytes: u32,
+
+    /// Frames that may wait for one slow connection before it is closed with 4008.
+    #[arg(long, env = "SWITCHBOARD_SEND_QUEUE", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub send_queue: u32,
+
+    /// How often the server pings each WebSocket; a client that has not answered by the next
+    /// ping is closed with 4002. Accepts e.g. 30s, 500ms, 1m.
+    #[arg(long, env = "SWITCHBOARD_PING_INTERVAL", default_value = "30s", value_parser = parse_interval)]
+    pub ping_interval: Duration,
+
+    /// How long shutdown waits for connections to close after sending them 1001.
+    #[arg(long, env = "SWITCHBOARD_SHUTDOWN_TIMEOUT", default_value = "5s", value_parser = parse_interval)]
+    pub shutdown_timeout: Duration,
+
+    /// Log line format.
+    #[arg(long, env = "SWITCHBOARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Redis URL for running several nodes as one (not supported yet: the server refuses to
+    /// start with it rather than silently running alone).
+    #[arg(long, env = "SWITCHBOARD_REDIS_URL")]
+    pub redis_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text).map_err(|err| err.to_string())?;
+    if duration < Duration::from_millis(10) {
+        return Err("must be at least 10ms".into());
+    }
+    Ok(duration)
+}
+
+impl Config {
+    /// A configuration with every default, bound to an ephemeral loopback port (for tests and
+    /// embedding).
+    pub fn ephemeral() -> Self {
+        Config::parse_from(["switchboard", "--bind", "127.0.0.1:0"])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_repeatable_flags() {
+        let config = Config::parse_from([
+            "switchboard",
+            "--api-key",
+            "a",
+            "--api-key",
+            "b",
+            "--topic",
+            "news",
+            "--ping-interval",
+            "250ms",
+        ]);
+        assert_eq!(config.bind.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.api_keys, ["a", "b"]);
+        assert_eq!(config.topics, ["news"]);
+        assert_eq!(config.max_message_bytes, 65536);
+        assert_eq!(config.ping_interval, Duration::from_millis(250));
+        assert_eq!(config.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        assert!(Config::try_parse_from(["switchboard", "--ping-interval", "soon"]).is_err());
+        assert!(Config::try_parse_from(["switchboard", "--send-queue", "0"]).is_err());
+        assert!(Config::try_parse_from(["switchboard", "--log-format", "xml"]).is_err());
+    }
+}

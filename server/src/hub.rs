@@ -1,0 +1,347 @@
+//! This node's live WebSocket connections and the fan-out of one encoded frame to them.
+//!
+//! Maps are sharded ([`DashMap`]) so no single lock is taken per message: a topic delivery reads
+//! one topic's shard, a broadcast walks the connection shards one after another. A delivery hands
+//! every recipient a clone of the same [`Frame`] (a reference-count bump, no copy) through its
+//! bounded queue; a full queue closes that connection (4008) instead of slowing anyone else.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use dashmap::DashMap;
+use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tokio_util::sync::CancellationToken;
+
+use crate::store::ClientId;
+use switchboard_protocol::{CLOSE_SLOW_CONSUMER, CLOSE_UNREGISTERED};
+
+/// One encoded server frame, shared by every recipient.
+pub type Frame = Utf8Bytes;
+
+pub type ConnId = u64;
+
+/// Who a delivery is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// Every connected socket.
+    Broadcast,
+    /// Every socket of every client subscribed to the topic.
+    Topic(String),
+}
+
+/// Why the server closes a connection: a WebSocket close code and reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CloseReason {
+    pub code: u16,
+    pub reason: &'static str,
+}
+
+/// The hub's side of one live connection: its queue and a way to close it.
+pub struct ConnHandle {
+    pub id: ConnId,
+    pub client: ClientId,
+    queue: mpsc::Sender<Frame>,
+    closing: CancellationToken,
+    close_reason: OnceLock<CloseReason>,
+}
+
+impl ConnHandle {
+    /// Asks the connection to close with `reason`; the first reason given wins.
+    pub fn close(&self, reason: CloseReason) {
+        let _ = self.close_reason.set(reason);
+        self.closing.cancel();
+    }
+
+    /// Resolves once [`close`](Self::close) was called.
+    pub async fn closing(&self) -> CloseReason {
+        self.closing.cancelled().await;
+        self.close_reason.get().copied().unwrap_or(CloseReason {
+            code: 1000,
+            reason: "",
+        })
+    }
+
+    fn offer(&self, frame: &Frame, stats: &HubStats) -> bool {
+        match self.queue.try_send(frame.clone()) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                if !self.closing.is_cancelled() {
+                    stats.slow_consumer_closes.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(conn = self.id, "send queue full: closing slow consumer");
+                }
+                self.close(CloseReason {
+                    code: CLOSE_SLOW_CONSUMER,
+                    reason: "slow consumer",
+                });
+                false
+            }
+            Err(TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+/// The receiving half a connection task drains.
+pub type ConnQueue = mpsc::Receiver<Frame>;
+
+#[derive(Default)]
+struct LocalClient {
+    conns: Vec<Arc<ConnHandle>>,
+    topics: HashSet<String>,
+}
+
+/// Counters of this node's hub.
+#[derive(Debug, Default)]
+pub struct HubStats {
+    pub deliveries: AtomicU64,
+    pub slow_consumer_closes: AtomicU64,
+}
+
+/// This node's live connections. Lock order where two maps are touched: `clients`, then
+/// `topics`, then `conns`; fan-out holds one shard at a time and never waits while holding it.
+pub struct Hub {
+    /// Every live connection, for broadcasts.
+    conns: DashMap<ConnId, Arc<ConnHandle>>,
+    /// Clients with at least one live connection here, with their subscriptions.
+    clients: DashMap<ClientId, LocalClient>,
+    /// Topic to the live connections subscribed to it.
+    topics: DashMap<String, HashMap<ConnId, Arc<ConnHandle>>>,
+    next_conn_id: AtomicU64,
+    queue_bound: usize,
+    pub stats: HubStats,
+}
+
+impl Hub {
+    pub fn new(queue_bound: usize) -> Self {
+        Hub {
+            conns: DashMap::new(),
+            clients: DashMap::new(),
+            topics: DashMap::new(),
+            next_conn_id: AtomicU64::new(1),
+            queue_bound: queue_bound.max(1),
+            stats: HubStats::default(),
+        }
+    }
+
+    /// Adds a connection of `client`. `stored_topics` are the client's subscriptions as the
+    /// store knows them; they are used when this is the client's first live connection here
+    /// (later ones share the subscriptions the hub already tracks). Returns the handle, the
+    /// queue to drain and the client's topics.
+    pub fn attach(
+        &self,
+        client: ClientId,
+        stored_topics: Vec<String>,
+    ) -> (Arc<ConnHandle>, ConnQueue, Vec<String>) {
+        let (queue, receiver) = mpsc::channel(self.queue_bound);
+        let conn = Arc::new(ConnHandle {
+            id: self.next_conn_id.fetch_add(1, Ordering::Relaxed),
+            client,
+            queue,
+            closing: CancellationToken::new(),
+            close_reason: OnceLock::new(),
+        });
+        let mut local = self.clients.entry(client).or_insert_with(|| LocalClient {
+            conns: Vec::new(),
+            topics: stored_topics.into_iter().collect(),
+        });
+        local.conns.push(conn.clone());
+        for topic in &local.topics {
+            self.topics
+                .entry(topic.clone())
+                .or_default()
+                .insert(conn.id, conn.clone());
+        }
+        let mut topics: Vec<String> = local.topics.iter().cloned().collect();
+        drop(local);
+        self.conns.insert(conn.id, conn.clone());
+        topics.sort();
+        (conn, receiver, topics)
+    }
+
+    /// Removes a connection that ended. Safe to call for one already removed.
+    pub fn detach(&self, conn: &ConnHandle) {
+        if let dashmap::Entry::Occupied(mut local) = self.clients.entry(conn.client) {
+            local.get_mut().conns.retain(|c| c.id != conn.id);
+            for topic in &local.get().topics {
+                self.remove_from_topic(topic, conn.id);
+            }
+            if local.get().conns.is_empty() {
+                local.remove();
+            }
+        }
+        self.conns.remove(&conn.id);
+    }
+
+    fn remove_from_topic(&self, topic: &str, conn: ConnId) {
+        if let dashmap::Entry::Occupied(mut subscribers) = self.topics.entry(topic.to_owned()) {
+            subscribers.get_mut().remove(&conn);
+            if subscribers.get().is_empty() {
+                subscribers.remove();
+            }
+        }
+    }
+
+    /// Fans `frame` out to the target's live connections here; returns how many took it.
+    pub fn deliver(&self, target: &Target, frame: &Frame) -> usize {
+        let delivered = match target {
+            Target::Broadcast => self
+                .conns
+                .iter()
+                .filter(|conn| conn.offer(frame, &self.stats))
+                .count(),
+            Target::Topic(topic) => match self.topics.get(topic) {
+                Some(subscribers) => subscribers
+                    .values()
+                    .filter(|conn| conn.offer(frame, &self.stats))
+                    .count(),
+                None => 0,
+            },
+        };
+        self.stats
+            .deliveries
+            .fetch_add(delivered as u64, Ordering::Relaxed);
+        delivered
+    }
+
+    /// The client subscribed to `topics`: its live connections here start receiving them.
+    pub fn subscribed(&self, client: ClientId, topics: &[String]) {
+        let Some(mut local) = self.clients.get_mut(&client) else {
+            return;
+        };
+        for topic in topics {
+            if local.topics.insert(topic.clone()) {
+                let mut subscribers = self.topics.entry(topic.clone()).or_default();
+                for conn in &local.conns {
+                    subscribers.insert(conn.id, conn.clone());
+                }
+            }
+        }
+    }
+
+    /// The client unsubscribed from `topics`.
+    pub fn unsubscribed(&self, client: ClientId, topics: &[String]) {
+        let Some(mut local) = self.clients.get_mut(&client) else {
+            return;
+        };
+        for topic in topics {
+            if local.topics.remove(topic) {
+                for conn in &local.conns {
+                    self.remove_from_topic(topic, conn.id);
+                }
+            }
+        }
+    }
+
+    /// The client was unregistered: close its connections here with 4001; returns how many.
+    pub fn unregistered(&self, client: ClientId) -> usize {
+        let Some((_, local)) = self.clients.remove(&client) else {
+            return 0;
+        };
+        for conn in &local.conns {
+            for topic in &local.topics {
+                self.remove_from_topic(topic, conn.id);
+            }
+            self.conns.remove(&conn.id);
+            conn.close(CloseReason {
+                code: CLOSE_UNREGISTERED,
+                reason: "unregistered",
+            });
+        }
+        local.conns.len()
+    }
+
+    /// The topic was deleted: nobody here receives it any more.
+    pub fn topic_deleted(&self, topic: &str) {
+        self.topics.remove(topic);
+        for mut local in self.clients.iter_mut() {
+            local.topics.remove(topic);
+        }
+    }
+
+    /// Live connections on this node.
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Clients with at least one live connection on this node.
+    pub fn connected_client_count(&self) -> usize {
+        self.clients.len()
+    }
+
+    /// Closes every connection with `reason` (shutdown).
+    pub fn close_all(&self, reason: CloseReason) {
+        for conn in self.conns.iter() {
+            conn.close(reason);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uuid::Uuid;
+
+    fn frame(text: &str) -> Frame {
+        Frame::from(text.to_owned())
+    }
+
+    #[tokio::test]
+    async fn topic_delivery_reaches_only_subscribers_and_every_socket_of_a_client() {
+        let hub = Hub::new(8);
+        let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
+        let (_a1, mut q1, topics) = hub.attach(alice, vec!["news".into()]);
+        assert_eq!(topics, ["news"]);
+        let (_a2, mut q2, topics) = hub.attach(alice, vec![]);
+        assert_eq!(
+            topics,
+            ["news"],
+            "a second socket shares the client's subscriptions"
+        );
+        let (_b, mut qb, _) = hub.attach(bob, vec![]);
+        assert_eq!(hub.deliver(&Target::Topic("news".into()), &frame("n1")), 2);
+        assert_eq!(q1.try_recv().unwrap(), "n1");
+        assert_eq!(q2.try_recv().unwrap(), "n1");
+        assert!(qb.try_recv().is_err());
+        hub.subscribed(bob, &["news".into()]);
+        assert_eq!(hub.deliver(&Target::Topic("news".into()), &frame("n2")), 3);
+        hub.unsubscribed(alice, &["news".into()]);
+        assert_eq!(hub.deliver(&Target::Topic("news".into()), &frame("n3")), 1);
+        assert_eq!(hub.deliver(&Target::Broadcast, &frame("all")), 3);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_closes_that_connection_only() {
+        let hub = Hub::new(2);
+        let (slow, _slow_queue, _) = hub.attach(Uuid::new_v4(), vec![]);
+        let (fast, mut fast_queue, _) = hub.attach(Uuid::new_v4(), vec![]);
+        for i in 0..3 {
+            hub.deliver(&Target::Broadcast, &frame(&i.to_string()));
+            while fast_queue.try_recv().is_ok() {}
+        }
+        assert_eq!(slow.closing().await.code, CLOSE_SLOW_CONSUMER);
+        assert!(!fast.closing.is_cancelled());
+        assert_eq!(hub.stats.slow_consumer_closes.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn unregister_and_detach_leave_no_trace() {
+        let hub = Hub::new(4);
+        let client = Uuid::new_v4();
+        let (c1, _q1, _) = hub.attach(client, vec!["t".into()]);
+        let (c2, _q2, _) = hub.attach(client, vec!["t".into()]);
+        assert_eq!(hub.unregistered(client), 2);
+        assert_eq!(c1.closing().await.code, CLOSE_UNREGISTERED);
+        hub.detach(&c1);
+        hub.detach(&c2);
+        assert_eq!(
+            (hub.connection_count(), hub.connected_client_count()),
+            (0, 0)
+        );
+        assert!(hub.topics.is_empty());
+    }
+}

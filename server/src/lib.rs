@@ -1,0 +1,29 @@
+//! Switchboard: real-time messaging over a typed HTTP API and WebSockets.
+//!
+//! Data flows one way: request or frame in, [`node`] (the operations), [`store`] and [`bus`],
+//! [`hub`], sockets out.
+//!
+//! - [`config`]: command-line and environment options (clap).
+//! - [`server`]: builds the app from a `Config`, serves it, shuts it down gracefully.
+//! - [`api`]: the poem-openapi HTTP operations, thin over [`node`].
+//! - [`ws`]: the WebSocket transport: handshake, one task per connection, batched writes.
+//! - [`node`]: every operation once, for HTTP and WebSocket alike.
+//! - [`hub`]: this node's live sockets (sharded) and the fan-out of one encoded frame.
+//! - [`store`]: registrations, names, topics, subscriptions: a trait and its stores.
+//! - [`bus`]: events for the other nodes of a cluster.
+//! - [`error`]: typed errors and the one place they become JSON error answers.
+//!
+//! Embedding (as the tests do): `switchboard::start(Config::ephemeral()).await`.
+
+pub mod api;
+pub mod bus;
+pub mod config;
+pub mod error;
+pub mod hub;
+pub mod node;
+pub mod server;
+pub mod store;
+pub mod ws;
+
+pub use config::Config;
+pub use server::{Running, StartError, start};

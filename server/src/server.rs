@@ -1,0 +1,248 @@
+//! Builds the app from a [`Config`], serves it, and shuts it down gracefully: stop accepting,
+//! close every WebSocket with 1001, wait a bounded time for them.
+
+use std::{io, net::SocketAddr, sync::Arc, time::Instant};
+
+use poem::{
+    Endpoint, EndpointExt, IntoResponse, Request, Response, Route, get,
+    listener::{Acceptor, Listener, TcpListener},
+    middleware::Cors,
+};
+use poem_openapi::OpenApiService;
+use tokio::task::JoinHandle;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use uuid::Uuid;
+
+use crate::{
+    api::Api,
+    bus::SingleNodeBus,
+    config::Config,
+    error::{AppError, error_response},
+    hub::Hub,
+    node::Node,
+    store::{MemoryStore, Store, StoreError},
+    ws::{self, WsSettings},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(
+        "--redis-url is not supported yet: this version runs one node on the in-memory store; \
+         remove the option (or SWITCHBOARD_REDIS_URL)"
+    )]
+    RedisNotSupported,
+    #[error("invalid --topic `{0}`: topic names are 1-64 of A-Za-z0-9_.-")]
+    BadTopic(String),
+    #[error("cannot create topic `{0}`: {1}")]
+    Topic(String, StoreError),
+    #[error("cannot listen on {0}: {1}")]
+    Bind(SocketAddr, io::Error),
+}
+
+/// A running server.
+pub struct Running {
+    /// The address it listens on (the real port when bound to port 0).
+    pub local_addr: SocketAddr,
+    /// The API keys it accepts (generated when none was configured).
+    pub api_keys: Vec<String>,
+    shutdown: CancellationToken,
+    task: JoinHandle<io::Result<()>>,
+}
+
+impl Running {
+    /// Begins a graceful shutdown without waiting for it.
+    pub fn trigger_shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Shuts down gracefully and waits until it is done.
+    pub async fn shutdown(self) -> io::Result<()> {
+        self.shutdown.cancel();
+        self.wait().await
+    }
+
+    /// Waits until the server stops (after a shutdown was triggered).
+    pub async fn wait(self) -> io::Result<()> {
+        self.task.await.map_err(io::Error::other)?
+    }
+}
+
+/// Builds the node and the app, binds, and serves in the background.
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    if config.redis_url.is_some() {
+        return Err(StartError::RedisNotSupported);
+    }
+    tracing::info!("store: in-memory (single node)");
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    for topic in &config.topics {
+        if !crate::store::valid_name(topic) {
+            return Err(StartError::BadTopic(topic.clone()));
+        }
+        match store.create_topic(topic).await {
+            Ok(()) | Err(StoreError::TopicExists(_)) => {}
+            Err(err) => return Err(StartError::Topic(topic.clone(), err)),
+        }
+    }
+
+    let api_keys = if config.api_keys.is_empty() {
+        let key = format!("sk_{}", Uuid::new_v4().simple());
+        tracing::warn!("no --api-key given; generated API key for this run: {key}");
+        vec![key]
+    } else {
+        config.api_keys.clone()
+    };
+
+    let hub = Hub::new(config.send_queue as usize);
+    let max_message_bytes = config.max_message_bytes as usize;
+    let node = Arc::new(Node::new(
+        store,
+        Arc::new(SingleNodeBus),
+        hub,
+        api_keys.clone(),
+        max_message_bytes,
+    ));
+    let shutdown = CancellationToken::new();
+    let settings = WsSettings {
+        ping_interval: config.ping_interval,
+        max_message_bytes,
+        shutdown: shutdown.clone(),
+        tasks: TaskTracker::new(),
+    };
+    let app = app(&config, node, settings.clone());
+
+    let acceptor = TcpListener::bind(config.bind)
+        .into_acceptor()
+        .await
+        .map_err(|err| StartError::Bind(config.bind, err))?;
+    let local_addr = acceptor
+        .local_addr()
+        .first()
+        .and_then(|addr| addr.as_socket_addr().copied())
+        .unwrap_or(config.bind);
+    tracing::info!(%local_addr, "listening; Swagger UI at http://{local_addr}/docs");
+
+    let grace = config.shutdown_timeout;
+    let signal = shutdown.clone();
+    let task = tokio::spawn(async move {
+        let server = poem::Server::new_with_acceptor(acceptor);
+        let result = server
+            .run_with_graceful_shutdown(app, signal.cancelled_owned(), Some(grace))
+            .await;
+        // poem does not wait for upgraded connections: they close themselves (1001) on the
+        // same signal; wait for them, bounded.
+        settings.tasks.close();
+        if tokio::time::timeout(grace, settings.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("shutdown: some WebSocket connections did not close in time");
+        }
+        tracing::info!("stopped");
+        result
+    });
+    Ok(Running {
+        local_addr,
+        api_keys,
+        shutdown,
+        task,
+    })
+}
+
+/// The whole HTTP surface: API, WebSocket, docs, spec and the test page.
+pub fn app(config: &Config, node: Arc<Node>, settings: WsSettings) -> impl Endpoint + 'static {
+    let api = api_service(Api::new(node.clone(), config.public_url.as_deref()));
+    let swagger_ui = api.swagger_ui();
+    let spec = api.spec_endpoint();
+    let route = Route::new()
+        .at("/ws/:id", get(ws::upgrade))
+        .at("/openapi.json", spec)
+        .nest("/docs", swagger_ui)
+        .nest("/", api);
+    let cors = config
+        .cors_origins
+        .iter()
+        .fold(Cors::new(), |cors, origin| {
+            cors.allow_origin(origin.as_str())
+        });
+    route
+        .with(cors)
+        .data(node)
+        .data(settings)
+        .around(request_span)
+        .catch_all_error(|err| async move { error_response(err) })
+}
+
+/// The OpenAPI service; also used to write `openapi/openapi.json`.
+pub fn api_service(api: Api) -> OpenApiService<Api, ()> {
+    OpenApiService::new(api, "Switchboard", env!("CARGO_PKG_VERSION")).description(
+        "Real-time messaging: register clients, hold WebSockets, fan messages out to \
+             everyone, to topics, or to a client's sockets. The WebSocket protocol is described \
+             in openapi/PROTOCOL.md. Every error is JSON {\"error\": code, \"message\": text}.",
+    )
+}
+
+/// The spec as served at `/openapi.json`.
+pub fn spec_json() -> String {
+    let node = Arc::new(Node::new(
+        Arc::new(MemoryStore::new()),
+        Arc::new(SingleNodeBus),
+        Hub::new(1),
+        Vec::new(),
+        0,
+    ));
+    api_service(Api::new(node, None)).spec()
+}
+
+/// One span per request. The path is logged with ids redacted: a client id is a secret.
+async fn request_span<E: Endpoint>(next: E, req: Request) -> poem::Result<Response> {
+    let path = redact_ids(req.uri().path());
+    let span = tracing::info_span!("http", method = %req.method(), path = %path);
+    let started = Instant::now();
+    let result = tracing::Instrument::instrument(next.call(req), span.clone())
+        .await
+        .map(IntoResponse::into_response);
+    let status = match &result {
+        Ok(response) => response.status(),
+        Err(err) => err.status(),
+    };
+    span.in_scope(|| {
+        tracing::debug!(
+            status = status.as_u16(),
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "request"
+        )
+    });
+    result
+}
+
+fn redact_ids(path: &str) -> String {
+    path.split('/')
+        .map(|segment| {
+            if Uuid::parse_str(segment).is_ok() {
+                ":id"
+            } else {
+                segment
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+impl From<StartError> for AppError {
+    fn from(err: StartError) -> Self {
+        AppError::Internal(err.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ids_are_redacted_from_logged_paths() {
+        let path = "/register/6f9619ff-8b86-4d01-b42d-00cf4fc964ff";
+        assert_eq!(super::redact_ids(path), "/register/:id");
+        assert_eq!(
+            super::redact_ids("/topics/news/publish"),
+            "/topics/news/publish"
+        );
+    }
+}

@@ -1,0 +1,194 @@
+//! The embedded in-memory store: one node, no other service, state lost at exit.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use async_trait::async_trait;
+use parking_lot::RwLock;
+use uuid::Uuid;
+
+use super::{Client, ClientId, Store, StoreError, StoreResult, TopicInfo, generated_name};
+
+#[derive(Default)]
+struct State {
+    clients: HashMap<ClientId, ClientRecord>,
+    names: HashMap<String, ClientId>,
+    /// Topic name to its subscribers.
+    topics: BTreeMap<String, BTreeSet<ClientId>>,
+}
+
+struct ClientRecord {
+    name: String,
+    topics: BTreeSet<String>,
+}
+
+/// One lock over all records keeps multi-record changes atomic; every critical section is a few
+/// map operations and never awaits. Publishing takes it shared, so readers do not wait on each
+/// other.
+#[derive(Default)]
+pub struct MemoryStore {
+    state: RwLock<State>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl State {
+    fn record(&self, id: ClientId) -> StoreResult<&ClientRecord> {
+        self.clients.get(&id).ok_or(StoreError::UnknownClient)
+    }
+
+    fn check_topics_exist(&self, topics: &[String]) -> StoreResult<()> {
+        match topics
+            .iter()
+            .find(|topic| !self.topics.contains_key(*topic))
+        {
+            Some(missing) => Err(StoreError::TopicNotFound(missing.clone())),
+            None => Ok(()),
+        }
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn register(&self, name: Option<&str>) -> StoreResult<Client> {
+        let mut state = self.state.write();
+        let name = match name {
+            Some(name) if state.names.contains_key(name) => {
+                return Err(StoreError::NameTaken(name.to_owned()));
+            }
+            Some(name) => name.to_owned(),
+            None => loop {
+                let candidate = generated_name();
+                if !state.names.contains_key(&candidate) {
+                    break candidate;
+                }
+            },
+        };
+        let id = Uuid::new_v4();
+        state.names.insert(name.clone(), id);
+        state.clients.insert(
+            id,
+            ClientRecord {
+                name: name.clone(),
+                topics: BTreeSet::new(),
+            },
+        );
+        Ok(Client { id, name })
+    }
+
+    async fn client(&self, id: ClientId) -> StoreResult<Client> {
+        let state = self.state.read();
+        let record = state.record(id)?;
+        Ok(Client {
+            id,
+            name: record.name.clone(),
+        })
+    }
+
+    async fn unregister(&self, id: ClientId) -> StoreResult<Client> {
+        let mut state = self.state.write();
+        let record = state.clients.remove(&id).ok_or(StoreError::UnknownClient)?;
+        state.names.remove(&record.name);
+        for topic in &record.topics {
+            if let Some(subscribers) = state.topics.get_mut(topic) {
+                subscribers.remove(&id);
+            }
+        }
+        Ok(Client {
+            id,
+            name: record.name,
+        })
+    }
+
+    async fn client_count(&self) -> StoreResult<u64> {
+        Ok(self.state.read().clients.len() as u64)
+    }
+
+    async fn create_topic(&self, name: &str) -> StoreResult<()> {
+        let mut state = self.state.write();
+        if state.topics.contains_key(name) {
+            return Err(StoreError::TopicExists(name.to_owned()));
+        }
+        state.topics.insert(name.to_owned(), BTreeSet::new());
+        Ok(())
+    }
+
+    async fn delete_topic(&self, name: &str) -> StoreResult<Vec<ClientId>> {
+        let mut state = self.state.write();
+        let subscribers = state
+            .topics
+            .remove(name)
+            .ok_or_else(|| StoreError::TopicNotFound(name.to_owned()))?;
+        for id in &subscribers {
+            if let Some(record) = state.clients.get_mut(id) {
+                record.topics.remove(name);
+            }
+        }
+        Ok(subscribers.into_iter().collect())
+    }
+
+    async fn topics(&self) -> StoreResult<Vec<TopicInfo>> {
+        let state = self.state.read();
+        Ok(state
+            .topics
+            .iter()
+            .map(|(name, subscribers)| TopicInfo {
+                name: name.clone(),
+                subscribers: subscribers.len() as u64,
+            })
+            .collect())
+    }
+
+    async fn subscriber_count(&self, topic: &str) -> StoreResult<u64> {
+        let state = self.state.read();
+        let subscribers = state
+            .topics
+            .get(topic)
+            .ok_or_else(|| StoreError::TopicNotFound(topic.to_owned()))?;
+        Ok(subscribers.len() as u64)
+    }
+
+    async fn subscribe(&self, id: ClientId, topics: &[String]) -> StoreResult<()> {
+        let mut state = self.state.write();
+        state.record(id)?;
+        state.check_topics_exist(topics)?;
+        for topic in topics {
+            if let Some(subscribers) = state.topics.get_mut(topic) {
+                subscribers.insert(id);
+            }
+        }
+        if let Some(record) = state.clients.get_mut(&id) {
+            record.topics.extend(topics.iter().cloned());
+        }
+        Ok(())
+    }
+
+    async fn unsubscribe(&self, id: ClientId, topics: &[String]) -> StoreResult<()> {
+        let mut state = self.state.write();
+        state.record(id)?;
+        state.check_topics_exist(topics)?;
+        for topic in topics {
+            if let Some(subscribers) = state.topics.get_mut(topic) {
+                subscribers.remove(&id);
+            }
+        }
+        if let Some(record) = state.clients.get_mut(&id) {
+            for topic in topics {
+                record.topics.remove(topic);
+            }
+        }
+        Ok(())
+    }
+
+    async fn subscriptions(&self, id: ClientId) -> StoreResult<Vec<String>> {
+        let state = self.state.read();
+        Ok(state.record(id)?.topics.iter().cloned().collect())
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,92 @@
+//! The `Store`: registrations, name reservations, topics and subscriptions, behind one trait so
+//! the embedded in-memory store and a shared store (Redis) are swapped at construction only.
+//!
+//! Every method that changes several records does so atomically: a subscribe to three topics,
+//! one of which does not exist, changes nothing.
+
+mod memory;
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+pub use memory::MemoryStore;
+
+/// A client's id: a v4 UUID, and a bearer secret.
+pub type ClientId = Uuid;
+
+/// A registered client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Client {
+    pub id: ClientId,
+    pub name: String,
+}
+
+/// A topic and how many clients are subscribed to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicInfo {
+    pub name: String,
+    pub subscribers: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("unknown client")]
+    UnknownClient,
+    #[error("name `{0}` is taken")]
+    NameTaken(String),
+    #[error("topic `{0}` does not exist")]
+    TopicNotFound(String),
+    #[error("topic `{0}` exists")]
+    TopicExists(String),
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Where registrations, topics and subscriptions live. Names and topics are validated by the
+/// caller; the store enforces uniqueness and existence.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Registers a client under `name`, or under a generated unique name when `None`.
+    async fn register(&self, name: Option<&str>) -> StoreResult<Client>;
+    /// The client with this id.
+    async fn client(&self, id: ClientId) -> StoreResult<Client>;
+    /// Removes the client, its name and its subscriptions; returns what was removed.
+    async fn unregister(&self, id: ClientId) -> StoreResult<Client>;
+    /// How many clients are registered.
+    async fn client_count(&self) -> StoreResult<u64>;
+    /// Creates a topic; `TopicExists` if it does.
+    async fn create_topic(&self, name: &str) -> StoreResult<()>;
+    /// Deletes a topic and every subscription to it; returns the clients that were subscribed.
+    async fn delete_topic(&self, name: &str) -> StoreResult<Vec<ClientId>>;
+    /// Every topic with its subscriber count, sorted by name.
+    async fn topics(&self) -> StoreResult<Vec<TopicInfo>>;
+    /// How many clients are subscribed to an existing topic.
+    async fn subscriber_count(&self, topic: &str) -> StoreResult<u64>;
+    /// Subscribes the client to every topic, or (unknown client, missing topic) to none.
+    async fn subscribe(&self, id: ClientId, topics: &[String]) -> StoreResult<()>;
+    /// Unsubscribes the client from every topic, or (unknown client, missing topic) from none.
+    async fn unsubscribe(&self, id: ClientId, topics: &[String]) -> StoreResult<()>;
+    /// The client's topics, sorted.
+    async fn subscriptions(&self, id: ClientId) -> StoreResult<Vec<String>>;
+    /// Succeeds when the store can serve requests.
+    async fn ping(&self) -> StoreResult<()>;
+}
+
+/// Checks a client or topic name: 1-64 of `A-Za-z0-9_.-`.
+pub fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// The pattern [`valid_name`] enforces, for the OpenAPI spec.
+pub const NAME_PATTERN: &str = "^[A-Za-z0-9_.-]{1,64}$";
+
+/// A generated client name, unique with overwhelming probability (the store still checks).
+pub(crate) fn generated_name() -> String {
+    let id = Uuid::new_v4().simple().to_string();
+    format!("client-{}", &id[..12])
+}

@@ -1,0 +1,245 @@
+//! One WebSocket connection: a single task that drains the connection's queue in batches (one
+//! flush per batch), answers client frames, pings, and closes with the right code.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use futures_util::{SinkExt, StreamExt};
+use poem::Upgraded;
+use tokio::time::{Instant, MissedTickBehavior, interval_at, sleep, timeout};
+use tokio_tungstenite::{
+    WebSocketStream,
+    tungstenite::{Error as WsError, Message, protocol::CloseFrame},
+};
+use tracing::Instrument;
+
+use super::WsSettings;
+use crate::{
+    hub::{CloseReason, ConnHandle, ConnQueue, Target},
+    node::Node,
+    store::Client,
+};
+use switchboard_protocol::{CLOSE_PING_TIMEOUT, CLOSE_SLOW_CONSUMER, ClientFrame, ServerFrame};
+
+type Socket = WebSocketStream<Upgraded>;
+
+/// Most queued frames written before one flush.
+const BATCH: usize = 64;
+/// A write that cannot progress for this long means the peer stopped reading.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long closing (our close frame out, the peer's answer in) may take.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+const GOING_AWAY: CloseReason = CloseReason {
+    code: 1001,
+    reason: "server shutting down",
+};
+
+/// How a connection ends: closed by us with a reason, or already gone.
+enum End {
+    Close(CloseReason),
+    Gone,
+}
+
+pub(super) async fn run(
+    node: Arc<Node>,
+    client: Client,
+    stored_topics: Vec<String>,
+    socket: Socket,
+    settings: WsSettings,
+) {
+    let (conn, queue, topics) = node.hub.attach(client.id, stored_topics);
+    // The id is a secret: spans carry the name and a connection number only.
+    let span = tracing::info_span!("ws", conn = conn.id, client = %client.name);
+    let connection = Connection {
+        node,
+        client,
+        conn,
+        settings,
+    };
+    connection
+        .serve(socket, queue, topics)
+        .instrument(span)
+        .await;
+}
+
+struct Connection {
+    node: Arc<Node>,
+    client: Client,
+    conn: Arc<ConnHandle>,
+    settings: WsSettings,
+}
+
+impl Connection {
+    async fn serve(self, mut socket: Socket, mut queue: ConnQueue, topics: Vec<String>) {
+        tracing::debug!("connected");
+        let id = self.client.id.to_string();
+        let welcome = ServerFrame::Welcome { id: &id, topics }.to_json();
+        let end = match self
+            .guarded(write_batch(&mut socket, Message::text(welcome), None))
+            .await
+        {
+            Ok(()) => self.pump(&mut socket, &mut queue).await,
+            Err(end) => end,
+        };
+        self.node.hub.detach(&self.conn);
+        if let End::Close(reason) = end {
+            tracing::debug!(code = reason.code, reason = reason.reason, "closing");
+            close(&mut socket, reason).await;
+        } else {
+            tracing::debug!("disconnected");
+        }
+    }
+
+    async fn pump(&self, socket: &mut Socket, queue: &mut ConnQueue) -> End {
+        let period = self.settings.ping_interval;
+        let mut ping = interval_at(Instant::now() + period, period);
+        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut awaiting_pong = false;
+        loop {
+            let written = tokio::select! {
+                biased;
+                () = self.settings.shutdown.cancelled() => return End::Close(GOING_AWAY),
+                reason = self.conn.closing() => return End::Close(reason),
+                frame = queue.recv() => match frame {
+                    Some(frame) => {
+                        self.guarded(write_batch(socket, Message::Text(frame), Some(&mut *queue))).await
+                    }
+                    None => return End::Gone,
+                },
+                incoming = socket.next() => {
+                    awaiting_pong = false;
+                    let reply = match incoming {
+                        None => return End::Gone,
+                        Some(Ok(Message::Text(text))) => self.answer(text.as_str()).await,
+                        Some(Ok(Message::Binary(_))) => error_frame(
+                            None,
+                            "binary_frame",
+                            "binary frames are not part of the protocol; send JSON text",
+                        ),
+                        // Pings are answered and close frames acknowledged by tungstenite.
+                        Some(Ok(_)) => continue,
+                        Some(Err(err)) => return ended_by(err),
+                    };
+                    self.guarded(write_batch(socket, Message::text(reply), Some(&mut *queue))).await
+                }
+                _ = ping.tick() => {
+                    if awaiting_pong {
+                        return End::Close(CloseReason { code: CLOSE_PING_TIMEOUT, reason: "ping timeout" });
+                    }
+                    awaiting_pong = true;
+                    self.guarded(write_batch(socket, Message::Ping(Default::default()), None)).await
+                }
+            };
+            if let Err(end) = written {
+                return end;
+            }
+        }
+    }
+
+    /// Runs a write unless the connection is told to close, the server shuts down, or the
+    /// write stalls (the peer stopped reading: a slow consumer).
+    async fn guarded(&self, write: impl Future<Output = Result<(), WsError>>) -> Result<(), End> {
+        tokio::select! {
+            result = write => result.map_err(|_| End::Gone),
+            reason = self.conn.closing() => Err(End::Close(reason)),
+            () = self.settings.shutdown.cancelled() => Err(End::Close(GOING_AWAY)),
+            () = sleep(WRITE_TIMEOUT) => {
+                self.node.hub.stats.slow_consumer_closes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Err(End::Close(CloseReason { code: CLOSE_SLOW_CONSUMER, reason: "slow consumer" }))
+            }
+        }
+    }
+
+    /// Applies one client frame and returns the ack or error frame to send back.
+    async fn answer(&self, text: &str) -> String {
+        let frame = match ClientFrame::parse(text) {
+            Ok(frame) => frame,
+            Err(err) => return error_frame(err.reference, err.code, &err.message),
+        };
+        let reference = frame.reference();
+        let (node, name) = (&self.node, Some(self.client.name.as_str()));
+        let result = match frame {
+            ClientFrame::Subscribe { topics, .. } => node.subscribe(self.client.id, topics).await,
+            ClientFrame::Unsubscribe { topics, .. } => {
+                node.unsubscribe(self.client.id, topics).await
+            }
+            ClientFrame::Publish { topic, data, .. } => node
+                .publish(name, Target::Topic(topic), data)
+                .await
+                .map(drop),
+            ClientFrame::Broadcast { data, .. } => {
+                node.publish(name, Target::Broadcast, data).await.map(drop)
+            }
+            ClientFrame::Ping { .. } => Ok(()),
+        };
+        match result {
+            Ok(()) => ServerFrame::Ack { reference }.to_json(),
+            Err(err) => error_frame(reference, err.code(), &err.to_string()),
+        }
+    }
+}
+
+fn error_frame(
+    reference: Option<&serde_json::value::RawValue>,
+    error: &str,
+    message: &str,
+) -> String {
+    ServerFrame::Error {
+        reference,
+        error,
+        message,
+    }
+    .to_json()
+}
+
+/// The close a read error calls for (RFC 6455 7.4.1), or none when the peer is gone.
+fn ended_by(err: WsError) -> End {
+    let reason = match err {
+        WsError::Capacity(_) => CloseReason {
+            code: 1009,
+            reason: "message too big",
+        },
+        WsError::Utf8(_) => CloseReason {
+            code: 1007,
+            reason: "invalid UTF-8",
+        },
+        WsError::Protocol(_) => CloseReason {
+            code: 1002,
+            reason: "protocol error",
+        },
+        _ => return End::Gone,
+    };
+    End::Close(reason)
+}
+
+/// Writes `first` and up to [`BATCH`] frames already waiting in `queue`, then flushes once.
+async fn write_batch(
+    socket: &mut Socket,
+    first: Message,
+    queue: Option<&mut ConnQueue>,
+) -> Result<(), WsError> {
+    socket.feed(first).await?;
+    if let Some(queue) = queue {
+        for _ in 0..BATCH {
+            match queue.try_recv() {
+                Ok(frame) => socket.feed(Message::Text(frame)).await?,
+                Err(_) => break,
+            }
+        }
+    }
+    socket.flush().await
+}
+
+/// Sends our close frame and waits briefly for the peer's, so the close is clean.
+async fn close(socket: &mut Socket, reason: CloseReason) {
+    let frame = CloseFrame {
+        code: reason.code.into(),
+        reason: reason.reason.into(),
+    };
+    let _ = timeout(CLOSE_TIMEOUT, async {
+        if socket.send(Message::Close(Some(frame))).await.is_ok() {
+            while let Some(Ok(_)) = socket.next().await {}
+        }
+    })
+    .await;
+}

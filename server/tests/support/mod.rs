@@ -1,0 +1,235 @@
+//! Test support: a real server on an ephemeral port, a real HTTP client, real WebSockets.
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use switchboard::{Config, Running};
+use switchboard_protocol::ServerEvent;
+use tokio::net::TcpStream;
+use tokio_tungstenite::{
+    MaybeTlsStream, WebSocketStream, connect_async,
+    tungstenite::{Message, client::IntoClientRequest, http::HeaderValue, protocol::CloseFrame},
+};
+
+pub const KEY: &str = "test-key";
+pub const WAIT: Duration = Duration::from_secs(5);
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+pub struct TestServer {
+    pub running: Option<Running>,
+    pub base: String,
+    pub http: reqwest::Client,
+}
+
+impl TestServer {
+    /// A server with API key [`KEY`] and topics `news` and `sports`.
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(configure: impl FnOnce(&mut Config)) -> Self {
+        let mut config = Config::ephemeral();
+        config.api_keys = vec![KEY.into()];
+        config.topics = vec!["news".into(), "sports".into()];
+        configure(&mut config);
+        let running = switchboard::start(config).await.expect("server starts");
+        let base = format!("http://{}", running.local_addr);
+        TestServer {
+            running: Some(running),
+            base,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn ws_url(&self, id: &str) -> String {
+        format!("{}/ws/{id}", self.base.replacen("http", "ws", 1))
+    }
+
+    /// Sends a request; returns the status and the JSON body (Null when empty).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = self.http.request(method, self.url(path));
+        if let Some(key) = key {
+            request = request.header("X-Api-Key", key);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request is answered");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("body");
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).expect("JSON body")
+        };
+        (status, value)
+    }
+
+    pub async fn post(&self, path: &str, key: Option<&str>, body: Value) -> (u16, Value) {
+        self.call(reqwest::Method::POST, path, key, Some(body))
+            .await
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.call(reqwest::Method::GET, path, None, None).await
+    }
+
+    pub async fn delete(&self, path: &str, key: Option<&str>) -> (u16, Value) {
+        self.call(reqwest::Method::DELETE, path, key, None).await
+    }
+
+    /// Registers `name` (or an assigned name); returns (id, name).
+    pub async fn register(&self, name: Option<&str>) -> (String, String) {
+        let body = match name {
+            Some(name) => json!({"name": name}),
+            None => json!({}),
+        };
+        let (status, body) = self.post("/register", Some(KEY), body).await;
+        assert_eq!(status, 201, "register: {body}");
+        (
+            body["id"].as_str().unwrap().to_owned(),
+            body["name"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// Opens a WebSocket for `id` and reads the welcome; returns it with its topics.
+    pub async fn connect(&self, id: &str) -> (Ws, Vec<String>) {
+        let (mut ws, _) = connect_async(self.ws_url(id))
+            .await
+            .expect("WebSocket opens");
+        match next_event(&mut ws).await {
+            ServerEvent::Welcome {
+                id: welcome_id,
+                topics,
+            } => {
+                assert_eq!(welcome_id, id);
+                (ws, topics)
+            }
+            other => panic!("expected welcome, got {other:?}"),
+        }
+    }
+
+    /// Registers a client and connects it.
+    pub async fn client(&self, name: &str) -> (String, Ws) {
+        let (id, _) = self.register(Some(name)).await;
+        let (ws, _) = self.connect(&id).await;
+        (id, ws)
+    }
+
+    pub async fn stats(&self) -> Value {
+        let (status, body) = self
+            .call(reqwest::Method::GET, "/stats", Some(KEY), None)
+            .await;
+        assert_eq!(status, 200);
+        body
+    }
+
+    pub async fn shutdown(mut self) {
+        if let Some(running) = self.running.take() {
+            running.shutdown().await.expect("clean shutdown");
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(running) = &self.running {
+            running.trigger_shutdown();
+        }
+    }
+}
+
+/// Opens a WebSocket with extra request headers; returns the HTTP status on refusal.
+pub async fn try_connect(url: &str, headers: &[(&'static str, &str)]) -> Result<Ws, u16> {
+    let mut request = url.into_client_request().expect("request");
+    for (name, value) in headers {
+        request
+            .headers_mut()
+            .insert(*name, HeaderValue::from_str(value).expect("header"));
+    }
+    match connect_async(request).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            Err(response.status().as_u16())
+        }
+        Err(err) => panic!("unexpected WebSocket error: {err}"),
+    }
+}
+
+/// The next server event, skipping control frames; fails after [`WAIT`].
+pub async fn next_event(ws: &mut Ws) -> ServerEvent {
+    let text = next_text(ws).await;
+    ServerEvent::parse(&text).unwrap_or_else(|err| panic!("bad server frame {text}: {err}"))
+}
+
+pub async fn next_text(ws: &mut Ws) -> String {
+    loop {
+        let message = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("a frame arrives in time")
+            .expect("the socket stays open")
+            .expect("a valid frame");
+        match message {
+            Message::Text(text) => return text.to_string(),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+}
+
+/// Reads until the server closes; returns the close frame (None: closed without one).
+pub async fn close_frame(ws: &mut Ws) -> Option<CloseFrame> {
+    loop {
+        match tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("the server closes in time")
+        {
+            Some(Ok(Message::Close(frame))) => return frame,
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => return None,
+        }
+    }
+}
+
+pub async fn close_code(ws: &mut Ws) -> Option<u16> {
+    close_frame(ws).await.map(|frame| frame.code.into())
+}
+
+/// Nothing arrives within `window` (control frames aside).
+pub async fn assert_silent(ws: &mut Ws, window: Duration) {
+    let deadline = tokio::time::Instant::now() + window;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Err(_) => return,
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+            Ok(other) => panic!("expected silence, got {other:?}"),
+        }
+    }
+}
+
+pub async fn send_json(ws: &mut Ws, value: Value) {
+    ws.send(Message::text(value.to_string()))
+        .await
+        .expect("send");
+}
+
+pub fn message(topic: Option<&str>, from: Option<&str>, data: Value) -> ServerEvent {
+    ServerEvent::Message {
+        topic: topic.map(str::to_owned),
+        from: from.map(str::to_owned),
+        data,
+    }
+}
