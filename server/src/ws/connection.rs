@@ -230,14 +230,16 @@ async fn write_batch(
     socket.flush().await
 }
 
-/// Sends our close frame and waits briefly for the peer's, so the close is clean.
+/// Sends our close frame and, unless the peer is unresponsive anyway (ping timeout, slow
+/// consumer), waits briefly for its answer so the close is clean.
 async fn close(socket: &mut Socket, reason: CloseReason) {
     let frame = CloseFrame {
         code: reason.code.into(),
         reason: reason.reason.into(),
     };
+    let peer_is_responsive = !matches!(reason.code, CLOSE_PING_TIMEOUT | CLOSE_SLOW_CONSUMER);
     let _ = timeout(CLOSE_TIMEOUT, async {
-        if socket.send(Message::Close(Some(frame))).await.is_ok() {
+        if socket.send(Message::Close(Some(frame))).await.is_ok() && peer_is_responsive {
             while let Some(Ok(_)) = socket.next().await {}
         }
     })
