@@ -181,18 +181,6 @@ pub fn api_service(api: Api) -> OpenApiService<Api, ()> {
     )
 }
 
-/// The spec as served at `/openapi.json`.
-pub fn spec_json() -> String {
-    let node = Arc::new(Node::new(
-        Arc::new(MemoryStore::new()),
-        Arc::new(SingleNodeBus),
-        Hub::new(1),
-        Vec::new(),
-        0,
-    ));
-    api_service(Api::new(node, None)).spec()
-}
-
 /// One span per request. The path is logged with ids redacted: a client id is a secret.
 async fn request_span<E: Endpoint>(next: E, req: Request) -> poem::Result<Response> {
     let path = redact_ids(req.uri().path());

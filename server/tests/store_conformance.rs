@@ -1,0 +1,148 @@
+//! The store conformance suite: the behaviour every `Store` must have, written once.
+//!
+//! `conformance_suite!(module, factory)` expands to one test per check; `factory` is an async
+//! block that yields a fresh, empty store. Add a line at the bottom for every new store.
+
+use std::sync::Arc;
+
+use switchboard::store::{ClientId, Store, StoreError, TopicInfo};
+
+type DynStore = Arc<dyn Store>;
+
+fn topics(list: &[&str]) -> Vec<String> {
+    list.iter().map(|t| t.to_string()).collect()
+}
+
+fn info(name: &str, subscribers: u64) -> TopicInfo {
+    TopicInfo { name: name.into(), subscribers }
+}
+
+pub async fn registers_with_unique_ids_and_names(store: DynStore) {
+    let alice = store.register(Some("alice")).await.unwrap();
+    assert_eq!(alice.name, "alice");
+    assert_eq!(alice.id.get_version_num(), 4);
+    let assigned = store.register(None).await.unwrap();
+    let other = store.register(None).await.unwrap();
+    assert_ne!(assigned.name, other.name);
+    assert_ne!(assigned.id, other.id);
+    assert!(switchboard::store::valid_name(&assigned.name));
+    assert_eq!(store.client(alice.id).await.unwrap(), alice);
+    assert_eq!(store.client_count().await.unwrap(), 3);
+}
+
+pub async fn names_are_reserved_until_unregistered(store: DynStore) {
+    let alice = store.register(Some("alice")).await.unwrap();
+    assert_eq!(store.register(Some("alice")).await, Err(StoreError::NameTaken("alice".into())));
+    assert_eq!(store.unregister(alice.id).await.unwrap(), alice);
+    assert_eq!(store.unregister(alice.id).await, Err(StoreError::UnknownClient));
+    assert_eq!(store.client(alice.id).await, Err(StoreError::UnknownClient));
+    let again = store.register(Some("alice")).await.unwrap();
+    assert_ne!(again.id, alice.id);
+    assert_eq!(store.client_count().await.unwrap(), 1);
+}
+
+pub async fn racing_registrations_of_one_name_give_exactly_one_winner(store: DynStore) {
+    let attempts = (0..16).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move { store.register(Some("contested")).await })
+    });
+    let mut winners = 0;
+    for attempt in attempts {
+        match attempt.await.unwrap() {
+            Ok(_) => winners += 1,
+            Err(err) => assert_eq!(err, StoreError::NameTaken("contested".into())),
+        }
+    }
+    assert_eq!(winners, 1);
+}
+
+pub async fn topics_are_created_listed_and_deleted(store: DynStore) {
+    store.create_topic("sports").await.unwrap();
+    store.create_topic("news").await.unwrap();
+    assert_eq!(store.create_topic("news").await, Err(StoreError::TopicExists("news".into())));
+    assert_eq!(store.topics().await.unwrap(), [info("news", 0), info("sports", 0)]);
+    let alice = store.register(Some("alice")).await.unwrap();
+    store.subscribe(alice.id, &topics(&["news", "sports"])).await.unwrap();
+    assert_eq!(store.delete_topic("news").await.unwrap(), [alice.id]);
+    assert_eq!(store.delete_topic("news").await, Err(StoreError::TopicNotFound("news".into())));
+    assert_eq!(store.subscriptions(alice.id).await.unwrap(), ["sports"]);
+    store.create_topic("news").await.unwrap();
+    assert_eq!(store.subscriber_count("news").await.unwrap(), 0, "a new topic starts empty");
+}
+
+pub async fn subscriptions_are_all_or_nothing(store: DynStore) {
+    store.create_topic("news").await.unwrap();
+    store.create_topic("sports").await.unwrap();
+    let alice = store.register(Some("alice")).await.unwrap();
+    let result = store.subscribe(alice.id, &topics(&["news", "missing", "sports"])).await;
+    assert_eq!(result, Err(StoreError::TopicNotFound("missing".into())));
+    assert!(store.subscriptions(alice.id).await.unwrap().is_empty(), "nothing applied");
+
+    store.subscribe(alice.id, &topics(&["sports", "news"])).await.unwrap();
+    store.subscribe(alice.id, &topics(&["news"])).await.unwrap();
+    assert_eq!(store.subscriptions(alice.id).await.unwrap(), ["news", "sports"]);
+    assert_eq!(store.subscriber_count("news").await.unwrap(), 1, "subscribing twice counts once");
+
+    let result = store.unsubscribe(alice.id, &topics(&["news", "missing"])).await;
+    assert_eq!(result, Err(StoreError::TopicNotFound("missing".into())));
+    assert_eq!(store.subscriptions(alice.id).await.unwrap(), ["news", "sports"], "nothing applied");
+    store.unsubscribe(alice.id, &topics(&["news"])).await.unwrap();
+    assert_eq!(store.topics().await.unwrap(), [info("news", 0), info("sports", 1)]);
+}
+
+pub async fn unknown_clients_and_topics_are_refused(store: DynStore) {
+    store.create_topic("news").await.unwrap();
+    let nobody: ClientId = uuid::Uuid::new_v4();
+    assert_eq!(store.subscribe(nobody, &topics(&["news"])).await, Err(StoreError::UnknownClient));
+    assert_eq!(store.unsubscribe(nobody, &topics(&["news"])).await, Err(StoreError::UnknownClient));
+    assert_eq!(store.subscriptions(nobody).await, Err(StoreError::UnknownClient));
+    assert_eq!(store.subscriber_count("none").await, Err(StoreError::TopicNotFound("none".into())));
+    assert_eq!(store.subscriber_count("news").await.unwrap(), 0);
+}
+
+pub async fn unregistering_ends_subscriptions(store: DynStore) {
+    store.create_topic("news").await.unwrap();
+    let alice = store.register(Some("alice")).await.unwrap();
+    let bob = store.register(Some("bob")).await.unwrap();
+    store.subscribe(alice.id, &topics(&["news"])).await.unwrap();
+    store.subscribe(bob.id, &topics(&["news"])).await.unwrap();
+    assert_eq!(store.subscriber_count("news").await.unwrap(), 2);
+    store.unregister(alice.id).await.unwrap();
+    assert_eq!(store.subscriber_count("news").await.unwrap(), 1);
+    assert_eq!(store.client_count().await.unwrap(), 1);
+}
+
+pub async fn is_ready(store: DynStore) {
+    store.ping().await.unwrap();
+}
+
+/// One test per check, each on a fresh store from `$factory`.
+macro_rules! conformance_suite {
+    ($module:ident, $factory:expr) => {
+        mod $module {
+            use super::*;
+
+            conformance_suite!(@tests $factory;
+                registers_with_unique_ids_and_names,
+                names_are_reserved_until_unregistered,
+                racing_registrations_of_one_name_give_exactly_one_winner,
+                topics_are_created_listed_and_deleted,
+                subscriptions_are_all_or_nothing,
+                unknown_clients_and_topics_are_refused,
+                unregistering_ends_subscriptions,
+                is_ready,
+            );
+        }
+    };
+    (@tests $factory:expr; $($check:ident),+ $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() {
+                let store: DynStore = $factory.await;
+                super::$check(store).await;
+            }
+        )+
+    };
+}
+
+conformance_suite!(memory, async { Arc::new(switchboard::store::MemoryStore::new()) });
