@@ -115,6 +115,30 @@ mod tests {
     }
 
     #[test]
+    fn help_lists_every_option_with_its_env_var() {
+        use clap::CommandFactory;
+        let help = Config::command().render_long_help().to_string();
+        for var in [
+            "BIND",
+            "PUBLIC_URL",
+            "API_KEY",
+            "TOPIC",
+            "CORS_ORIGIN",
+            "MAX_MESSAGE_BYTES",
+            "SEND_QUEUE",
+            "PING_INTERVAL",
+            "SHUTDOWN_TIMEOUT",
+            "LOG_FORMAT",
+            "REDIS_URL",
+        ] {
+            assert!(
+                help.contains(&format!("SWITCHBOARD_{var}")),
+                "--help names SWITCHBOARD_{var}"
+            );
+        }
+    }
+
+    #[test]
     fn bad_values_are_refused() {
         assert!(Config::try_parse_from(["switchboard", "--ping-interval", "soon"]).is_err());
         assert!(Config::try_parse_from(["switchboard", "--send-queue", "0"]).is_err());

@@ -374,3 +374,11 @@ async fn cors_allows_listed_origins_and_refuses_others() {
         "non-browser requests carry no Origin"
     );
 }
+
+#[tokio::test]
+async fn redis_url_is_refused_clearly_until_supported() {
+    let mut config = switchboard::Config::ephemeral();
+    config.redis_url = Some("redis://127.0.0.1:6379".into());
+    let err = switchboard::start(config).await.err().expect("refused");
+    assert!(err.to_string().contains("not supported yet"), "{err}");
+}

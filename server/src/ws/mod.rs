@@ -36,7 +36,7 @@ impl WsSettings {
         // Small buffers: idle connections must stay cheap. Limits apply to the whole message and
         // to each frame, so an oversize message is refused before it is buffered.
         WebSocketConfig::default()
-            .read_buffer_size(4 * 1024)
+            .read_buffer_size(1024)
             .write_buffer_size(8 * 1024)
             .max_message_size(Some(self.max_message_bytes))
             .max_frame_size(Some(self.max_message_bytes))
