@@ -93,6 +93,8 @@ pub type ConnQueue = mpsc::Receiver<Frame>;
 struct LocalClient {
     conns: Vec<Arc<ConnHandle>>,
     topics: HashSet<String>,
+    /// Bumped by every subscription change applied here; see [`Hub::sync_topics`].
+    generation: u64,
 }
 
 /// Counters of this node's hub.
@@ -128,15 +130,10 @@ impl Hub {
         }
     }
 
-    /// Adds a connection of `client`. `stored_topics` are the client's subscriptions as the
-    /// store knows them; they are used when this is the client's first live connection here
-    /// (later ones share the subscriptions the hub already tracks). Returns the handle, the
-    /// queue to drain and the client's topics.
-    pub fn attach(
-        &self,
-        client: ClientId,
-        stored_topics: Vec<String>,
-    ) -> (Arc<ConnHandle>, ConnQueue, Vec<String>) {
+    /// Adds a connection of `client`; it receives broadcasts at once and the client's topics
+    /// once [`sync_topics`](Self::sync_topics) has set them. Returns the handle, the queue to
+    /// drain, and the generation to pass to `sync_topics`.
+    pub fn attach(&self, client: ClientId) -> (Arc<ConnHandle>, ConnQueue, u64) {
         let (queue, receiver) = mpsc::channel(self.queue_bound);
         let conn = Arc::new(ConnHandle {
             id: self.next_conn_id.fetch_add(1, Ordering::Relaxed),
@@ -145,10 +142,7 @@ impl Hub {
             closing: CancellationToken::new(),
             close_reason: OnceLock::new(),
         });
-        let mut local = self.clients.entry(client).or_insert_with(|| LocalClient {
-            conns: Vec::new(),
-            topics: stored_topics.into_iter().collect(),
-        });
+        let mut local = self.clients.entry(client).or_default();
         local.conns.push(conn.clone());
         for topic in &local.topics {
             self.topics
@@ -156,11 +150,45 @@ impl Hub {
                 .or_default()
                 .insert(conn.id, conn.clone());
         }
-        let mut topics: Vec<String> = local.topics.iter().cloned().collect();
+        let generation = local.generation;
         drop(local);
         self.conns.insert(conn.id, conn.clone());
+        (conn, receiver, generation)
+    }
+
+    /// Sets the client's topics to `stored` (read from the store after `generation` was taken),
+    /// unless a subscription change was applied here meanwhile: then `stored` may be stale and
+    /// `Err` carries the generation to read again with. Reading the store only after attaching
+    /// means no change can slip between the read and the socket joining the hub. Returns the
+    /// client's topics, sorted.
+    pub fn sync_topics(
+        &self,
+        client: ClientId,
+        generation: u64,
+        stored: Vec<String>,
+    ) -> Result<Vec<String>, u64> {
+        let Some(mut local) = self.clients.get_mut(&client) else {
+            return Ok(Vec::new());
+        };
+        if local.generation != generation {
+            return Err(local.generation);
+        }
+        let stored: HashSet<String> = stored.into_iter().collect();
+        for topic in local.topics.difference(&stored) {
+            for conn in &local.conns {
+                self.remove_from_topic(topic, conn.id);
+            }
+        }
+        for topic in stored.difference(&local.topics) {
+            let mut subscribers = self.topics.entry(topic.clone()).or_default();
+            for conn in &local.conns {
+                subscribers.insert(conn.id, conn.clone());
+            }
+        }
+        local.topics = stored;
+        let mut topics: Vec<String> = local.topics.iter().cloned().collect();
         topics.sort();
-        (conn, receiver, topics)
+        Ok(topics)
     }
 
     /// Removes a connection that ended. Safe to call for one already removed.
@@ -213,6 +241,7 @@ impl Hub {
         let Some(mut local) = self.clients.get_mut(&client) else {
             return;
         };
+        local.generation += 1;
         for topic in topics {
             if local.topics.insert(topic.clone()) {
                 let mut subscribers = self.topics.entry(topic.clone()).or_default();
@@ -228,6 +257,7 @@ impl Hub {
         let Some(mut local) = self.clients.get_mut(&client) else {
             return;
         };
+        local.generation += 1;
         for topic in topics {
             if local.topics.remove(topic) {
                 for conn in &local.conns {
@@ -259,7 +289,9 @@ impl Hub {
     pub fn topic_deleted(&self, topic: &str) {
         self.topics.remove(topic);
         for mut local in self.clients.iter_mut() {
-            local.topics.remove(topic);
+            if local.topics.remove(topic) {
+                local.generation += 1;
+            }
         }
     }
 
@@ -294,15 +326,11 @@ mod tests {
     async fn topic_delivery_reaches_only_subscribers_and_every_socket_of_a_client() {
         let hub = Hub::new(8);
         let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
-        let (_a1, mut q1, topics) = hub.attach(alice, vec!["news".into()]);
-        assert_eq!(topics, ["news"]);
-        let (_a2, mut q2, topics) = hub.attach(alice, vec![]);
-        assert_eq!(
-            topics,
-            ["news"],
-            "a second socket shares the client's subscriptions"
-        );
-        let (_b, mut qb, _) = hub.attach(bob, vec![]);
+        let (_a1, mut q1, generation) = hub.attach(alice);
+        let synced = hub.sync_topics(alice, generation, vec!["news".into()]);
+        assert_eq!(synced, Ok(vec!["news".into()]));
+        let (_a2, mut q2, _) = hub.attach(alice);
+        let (_b, mut qb, _) = hub.attach(bob);
         assert_eq!(hub.deliver(&Target::Topic("news".into()), &frame("n1")), 2);
         assert_eq!(q1.try_recv().unwrap(), "n1");
         assert_eq!(q2.try_recv().unwrap(), "n1");
@@ -315,10 +343,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_change_during_the_store_read_makes_the_read_retry() {
+        let hub = Hub::new(4);
+        let client = Uuid::new_v4();
+        let (_conn, mut queue, generation) = hub.attach(client);
+        // The store was read (no topics) just before an HTTP subscribe reached this hub.
+        hub.subscribed(client, &["news".into()]);
+        let retry = hub.sync_topics(client, generation, vec![]).unwrap_err();
+        let synced = hub.sync_topics(client, retry, vec!["news".into()]);
+        assert_eq!(synced, Ok(vec!["news".into()]));
+        assert_eq!(hub.deliver(&Target::Topic("news".into()), &frame("n")), 1);
+        assert_eq!(queue.try_recv().unwrap(), "n");
+        // A later read says unsubscribed: the socket stops receiving.
+        assert_eq!(hub.sync_topics(client, retry, vec![]), Ok(vec![]));
+        assert_eq!(hub.deliver(&Target::Topic("news".into()), &frame("n")), 0);
+    }
+
+    #[tokio::test]
     async fn a_full_queue_closes_that_connection_only() {
         let hub = Hub::new(2);
-        let (slow, _slow_queue, _) = hub.attach(Uuid::new_v4(), vec![]);
-        let (fast, mut fast_queue, _) = hub.attach(Uuid::new_v4(), vec![]);
+        let (slow, _slow_queue, _) = hub.attach(Uuid::new_v4());
+        let (fast, mut fast_queue, _) = hub.attach(Uuid::new_v4());
         for i in 0..3 {
             hub.deliver(&Target::Broadcast, &frame(&i.to_string()));
             while fast_queue.try_recv().is_ok() {}
@@ -332,8 +377,12 @@ mod tests {
     async fn unregister_and_detach_leave_no_trace() {
         let hub = Hub::new(4);
         let client = Uuid::new_v4();
-        let (c1, _q1, _) = hub.attach(client, vec!["t".into()]);
-        let (c2, _q2, _) = hub.attach(client, vec!["t".into()]);
+        let (c1, _q1, generation) = hub.attach(client);
+        let (c2, _q2, _) = hub.attach(client);
+        assert!(
+            hub.sync_topics(client, generation, vec!["t".into()])
+                .is_ok()
+        );
         assert_eq!(hub.unregistered(client), 2);
         assert_eq!(c1.closing().await.code, CLOSE_UNREGISTERED);
         hub.detach(&c1);

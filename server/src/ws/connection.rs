@@ -16,9 +16,11 @@ use super::WsSettings;
 use crate::{
     hub::{CloseReason, ConnHandle, ConnQueue, Target},
     node::Node,
-    store::Client,
+    store::{Client, StoreError},
 };
-use switchboard_protocol::{CLOSE_PING_TIMEOUT, CLOSE_SLOW_CONSUMER, ClientFrame, ServerFrame};
+use switchboard_protocol::{
+    CLOSE_PING_TIMEOUT, CLOSE_SLOW_CONSUMER, CLOSE_UNREGISTERED, ClientFrame, ServerFrame,
+};
 
 type Socket = WebSocketStream<Upgraded>;
 
@@ -28,6 +30,9 @@ const BATCH: usize = 64;
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long closing (our close frame out, the peer's answer in) may take.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Store reads tried while subscription changes keep racing the connect.
+const SYNC_ATTEMPTS: usize = 8;
 
 const GOING_AWAY: CloseReason = CloseReason {
     code: 1001,
@@ -40,14 +45,8 @@ enum End {
     Gone,
 }
 
-pub(super) async fn run(
-    node: Arc<Node>,
-    client: Client,
-    stored_topics: Vec<String>,
-    socket: Socket,
-    settings: WsSettings,
-) {
-    let (conn, queue, topics) = node.hub.attach(client.id, stored_topics);
+pub(super) async fn run(node: Arc<Node>, client: Client, socket: Socket, settings: WsSettings) {
+    let (conn, queue, generation) = node.hub.attach(client.id);
     // The id is a secret: spans carry the name and a connection number only.
     let span = tracing::info_span!("ws", conn = conn.id, client = %client.name);
     let connection = Connection {
@@ -57,7 +56,7 @@ pub(super) async fn run(
         settings,
     };
     connection
-        .serve(socket, queue, topics)
+        .serve(socket, queue, generation)
         .instrument(span)
         .await;
 }
@@ -70,16 +69,21 @@ struct Connection {
 }
 
 impl Connection {
-    async fn serve(self, mut socket: Socket, mut queue: ConnQueue, topics: Vec<String>) {
+    async fn serve(self, mut socket: Socket, mut queue: ConnQueue, generation: u64) {
         tracing::debug!("connected");
-        let id = self.client.id.to_string();
-        let welcome = ServerFrame::Welcome { id: &id, topics }.to_json();
-        let end = match self
-            .guarded(write_batch(&mut socket, Message::text(welcome), None))
-            .await
-        {
-            Ok(()) => self.pump(&mut socket, &mut queue).await,
-            Err(end) => end,
+        let end = match self.subscriptions(generation).await {
+            Ok(topics) => {
+                let id = self.client.id.to_string();
+                let welcome = ServerFrame::Welcome { id: &id, topics }.to_json();
+                match self
+                    .guarded(write_batch(&mut socket, Message::text(welcome), None))
+                    .await
+                {
+                    Ok(()) => self.pump(&mut socket, &mut queue).await,
+                    Err(end) => end,
+                }
+            }
+            Err(reason) => End::Close(reason),
         };
         self.node.hub.detach(&self.conn);
         if let End::Close(reason) = end {
@@ -134,6 +138,41 @@ impl Connection {
                 return end;
             }
         }
+    }
+
+    /// The client's topics, read from the store only after the socket joined the hub so that
+    /// no subscription change can fall between the two (see [`crate::hub::Hub::sync_topics`]).
+    async fn subscriptions(&self, mut generation: u64) -> Result<Vec<String>, CloseReason> {
+        for _ in 0..SYNC_ATTEMPTS {
+            let stored = match self.node.store.subscriptions(self.client.id).await {
+                Ok(stored) => stored,
+                Err(StoreError::UnknownClient) => {
+                    return Err(CloseReason {
+                        code: CLOSE_UNREGISTERED,
+                        reason: "unregistered",
+                    });
+                }
+                Err(err) => {
+                    tracing::warn!(%err, "cannot read subscriptions");
+                    return Err(CloseReason {
+                        code: 1013,
+                        reason: "store unavailable",
+                    });
+                }
+            };
+            match self
+                .node
+                .hub
+                .sync_topics(self.client.id, generation, stored)
+            {
+                Ok(topics) => return Ok(topics),
+                Err(newer) => generation = newer,
+            }
+        }
+        Err(CloseReason {
+            code: 1013,
+            reason: "subscriptions kept changing; reconnect",
+        })
     }
 
     /// Runs a write unless the connection is told to close, the server shuts down, or the

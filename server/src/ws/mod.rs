@@ -62,7 +62,6 @@ pub async fn upgrade(
             AppError::UnknownClient => AppError::Forbidden("unknown client id"),
             other => other,
         })?;
-    let stored_topics = node.store.subscriptions(id).await.map_err(AppError::from)?;
     let on_upgrade = req
         .take_upgrade()
         .map_err(|err| AppError::BadRequest(format!("cannot upgrade: {err}")))?;
@@ -78,7 +77,7 @@ pub async fn upgrade(
                     Some(settings.socket_config()),
                 )
                 .await;
-                connection::run(node, client, stored_topics, socket, settings).await;
+                connection::run(node, client, socket, settings).await;
             }
             Err(err) => tracing::debug!(%err, "WebSocket upgrade failed"),
         }
