@@ -18,26 +18,11 @@ pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
 /// A frame a client sends. `reference` is the optional `ref` echoed by the ack or error answer.
 #[derive(Debug, Clone)]
 pub enum ClientFrame<'a> {
-    Subscribe {
-        topics: Vec<String>,
-        reference: Option<&'a RawValue>,
-    },
-    Unsubscribe {
-        topics: Vec<String>,
-        reference: Option<&'a RawValue>,
-    },
-    Publish {
-        topic: String,
-        data: &'a RawValue,
-        reference: Option<&'a RawValue>,
-    },
-    Broadcast {
-        data: &'a RawValue,
-        reference: Option<&'a RawValue>,
-    },
-    Ping {
-        reference: Option<&'a RawValue>,
-    },
+    Subscribe { topics: Vec<String>, reference: Option<&'a RawValue> },
+    Unsubscribe { topics: Vec<String>, reference: Option<&'a RawValue> },
+    Publish { topic: String, data: &'a RawValue, reference: Option<&'a RawValue> },
+    Broadcast { data: &'a RawValue, reference: Option<&'a RawValue> },
+    Ping { reference: Option<&'a RawValue> },
 }
 
 /// Why a client frame could not be read; `reference` is kept when it could be read.
@@ -139,13 +124,7 @@ impl<'a> ClientFrame<'a> {
             #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
             reference: Option<&'b RawValue>,
         }
-        let out = Out {
-            kind,
-            topics,
-            topic,
-            data,
-            reference: self.reference(),
-        };
+        let out = Out { kind, topics, topic, data, reference: self.reference() };
         serde_json::to_string(&out).unwrap_or_default()
     }
 }
@@ -240,10 +219,7 @@ mod tests {
         let e = ClientFrame::parse("not json").unwrap_err();
         assert_eq!(e.code, "malformed_frame");
         let e = ClientFrame::parse(r#"{"type":"publish","topic":"t","ref":3}"#).unwrap_err();
-        assert_eq!(
-            (e.code, e.reference.map(RawValue::get)),
-            ("malformed_frame", Some("3"))
-        );
+        assert_eq!((e.code, e.reference.map(RawValue::get)), ("malformed_frame", Some("3")));
         assert!(e.message.contains("data"));
         let e = ClientFrame::parse(r#"{"type":"dance"}"#).unwrap_err();
         assert_eq!(e.code, "unknown_frame");
@@ -254,11 +230,7 @@ mod tests {
     #[test]
     fn client_frames_round_trip() {
         let data = RawValue::from_string("{\"n\":1}".into()).unwrap();
-        let frame = ClientFrame::Publish {
-            topic: "news".into(),
-            data: &data,
-            reference: None,
-        };
+        let frame = ClientFrame::Publish { topic: "news".into(), data: &data, reference: None };
         let text = frame.to_json();
         assert_eq!(ClientFrame::parse(&text).unwrap().to_json(), text);
     }
@@ -266,16 +238,8 @@ mod tests {
     #[test]
     fn server_frames_decode_as_events() {
         let data = RawValue::from_string("[1,2]".into()).unwrap();
-        let text = ServerFrame::Message {
-            topic: None,
-            from: Some("alice"),
-            data: &data,
-        }
-        .to_json();
-        assert_eq!(
-            text,
-            r#"{"type":"message","topic":null,"from":"alice","data":[1,2]}"#
-        );
+        let text = ServerFrame::Message { topic: None, from: Some("alice"), data: &data }.to_json();
+        assert_eq!(text, r#"{"type":"message","topic":null,"from":"alice","data":[1,2]}"#);
         assert_eq!(
             ServerEvent::parse(&text).unwrap(),
             ServerEvent::Message {

@@ -36,10 +36,7 @@ struct Args {
 }
 
 fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
 }
 
 /// (CPU seconds, RSS KiB) of a process.
@@ -146,10 +143,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut latencies = latencies.lock().await.clone();
     latencies.sort_unstable();
     let pick = |q: f64| {
-        latencies
-            .get(((latencies.len() as f64 - 1.0) * q) as usize)
-            .copied()
-            .unwrap_or(0) as f64
+        latencies.get(((latencies.len() as f64 - 1.0) * q) as usize).copied().unwrap_or(0) as f64
             / 1000.0
     };
     let deliveries = latencies.len();

@@ -30,11 +30,7 @@ pub struct Config {
 
     /// Origin allowed for browsers, HTTP and WebSocket (repeatable; comma-separated in the env
     /// var). None given: every origin is allowed.
-    #[arg(
-        long = "cors-origin",
-        env = "SWITCHBOARD_CORS_ORIGIN",
-        value_delimiter = ','
-    )]
+    #[arg(long = "cors-origin", env = "SWITCHBOARD_CORS_ORIGIN", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
 
     /// Largest message accepted, in bytes: the JSON `message` of an HTTP publish or broadcast
@@ -131,10 +127,7 @@ mod tests {
             "LOG_FORMAT",
             "REDIS_URL",
         ] {
-            assert!(
-                help.contains(&format!("SWITCHBOARD_{var}")),
-                "--help names SWITCHBOARD_{var}"
-            );
+            assert!(help.contains(&format!("SWITCHBOARD_{var}")), "--help names SWITCHBOARD_{var}");
         }
     }
 

@@ -29,6 +29,8 @@ pub enum AppError {
     TopicExists(String),
     #[error("message is {size} bytes; the limit is {limit}")]
     MessageTooLarge { size: usize, limit: usize },
+    #[error("request body over {0} bytes")]
+    PayloadTooLarge(usize),
     #[error("{0}")]
     Unavailable(String),
     #[error("internal error: {0}")]
@@ -44,7 +46,9 @@ impl AppError {
                 StatusCode::CONFLICT
             }
             AppError::TopicNotFound(_) => StatusCode::NOT_FOUND,
-            AppError::MessageTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::MessageTooLarge { .. } | AppError::PayloadTooLarge(_) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -60,16 +64,14 @@ impl AppError {
             AppError::TopicNotFound(_) => "topic_not_found",
             AppError::TopicExists(_) => "topic_exists",
             AppError::MessageTooLarge { .. } => "message_too_large",
+            AppError::PayloadTooLarge(_) => "payload_too_large",
             AppError::Unavailable(_) => "unavailable",
             AppError::Internal(_) => "internal",
         }
     }
 
     pub fn body(&self) -> ErrorBody {
-        ErrorBody {
-            error: self.code().to_owned(),
-            message: self.to_string(),
-        }
+        ErrorBody { error: self.code().to_owned(), message: self.to_string() }
     }
 }
 
@@ -136,13 +138,7 @@ pub fn error_response(err: poem::Error) -> Response {
         text if text.is_empty() => status.canonical_reason().unwrap_or("error").to_owned(),
         text => text,
     };
-    json_error(
-        status,
-        &ErrorBody {
-            error: code.to_owned(),
-            message,
-        },
-    )
+    json_error(status, &ErrorBody { error: code.to_owned(), message })
 }
 
 /// The error statuses one operation documents, with their descriptions.

@@ -61,10 +61,7 @@ impl ConnHandle {
     /// Resolves once [`close`](Self::close) was called.
     pub async fn closing(&self) -> CloseReason {
         self.closing.cancelled().await;
-        self.close_reason.get().copied().unwrap_or(CloseReason {
-            code: 1000,
-            reason: "",
-        })
+        self.close_reason.get().copied().unwrap_or(CloseReason { code: 1000, reason: "" })
     }
 
     fn offer(&self, frame: &Frame, stats: &HubStats) -> bool {
@@ -75,10 +72,7 @@ impl ConnHandle {
                     stats.slow_consumer_closes.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(conn = self.id, "send queue full: closing slow consumer");
                 }
-                self.close(CloseReason {
-                    code: CLOSE_SLOW_CONSUMER,
-                    reason: "slow consumer",
-                });
+                self.close(CloseReason { code: CLOSE_SLOW_CONSUMER, reason: "slow consumer" });
                 false
             }
             Err(TrySendError::Closed(_)) => false,
@@ -145,10 +139,7 @@ impl Hub {
         let mut local = self.clients.entry(client).or_default();
         local.conns.push(conn.clone());
         for topic in &local.topics {
-            self.topics
-                .entry(topic.clone())
-                .or_default()
-                .insert(conn.id, conn.clone());
+            self.topics.entry(topic.clone()).or_default().insert(conn.id, conn.clone());
         }
         let generation = local.generation;
         drop(local);
@@ -217,22 +208,17 @@ impl Hub {
     /// Fans `frame` out to the target's live connections here; returns how many took it.
     pub fn deliver(&self, target: &Target, frame: &Frame) -> usize {
         let delivered = match target {
-            Target::Broadcast => self
-                .conns
-                .iter()
-                .filter(|conn| conn.offer(frame, &self.stats))
-                .count(),
+            Target::Broadcast => {
+                self.conns.iter().filter(|conn| conn.offer(frame, &self.stats)).count()
+            }
             Target::Topic(topic) => match self.topics.get(topic) {
-                Some(subscribers) => subscribers
-                    .values()
-                    .filter(|conn| conn.offer(frame, &self.stats))
-                    .count(),
+                Some(subscribers) => {
+                    subscribers.values().filter(|conn| conn.offer(frame, &self.stats)).count()
+                }
                 None => 0,
             },
         };
-        self.stats
-            .deliveries
-            .fetch_add(delivered as u64, Ordering::Relaxed);
+        self.stats.deliveries.fetch_add(delivered as u64, Ordering::Relaxed);
         delivered
     }
 
@@ -277,10 +263,7 @@ impl Hub {
                 self.remove_from_topic(topic, conn.id);
             }
             self.conns.remove(&conn.id);
-            conn.close(CloseReason {
-                code: CLOSE_UNREGISTERED,
-                reason: "unregistered",
-            });
+            conn.close(CloseReason { code: CLOSE_UNREGISTERED, reason: "unregistered" });
         }
         local.conns.len()
     }
@@ -379,18 +362,12 @@ mod tests {
         let client = Uuid::new_v4();
         let (c1, _q1, generation) = hub.attach(client);
         let (c2, _q2, _) = hub.attach(client);
-        assert!(
-            hub.sync_topics(client, generation, vec!["t".into()])
-                .is_ok()
-        );
+        assert!(hub.sync_topics(client, generation, vec!["t".into()]).is_ok());
         assert_eq!(hub.unregistered(client), 2);
         assert_eq!(c1.closing().await.code, CLOSE_UNREGISTERED);
         hub.detach(&c1);
         hub.detach(&c2);
-        assert_eq!(
-            (hub.connection_count(), hub.connected_client_count()),
-            (0, 0)
-        );
+        assert_eq!((hub.connection_count(), hub.connected_client_count()), (0, 0));
         assert!(hub.topics.is_empty());
     }
 }

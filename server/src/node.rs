@@ -35,13 +35,7 @@ impl Node {
         api_keys: Vec<String>,
         max_message_bytes: usize,
     ) -> Self {
-        Node {
-            store,
-            bus,
-            hub,
-            api_keys,
-            max_message_bytes,
-        }
+        Node { store, bus, hub, api_keys, max_message_bytes }
     }
 
     pub fn max_message_bytes(&self) -> usize {
@@ -51,9 +45,9 @@ impl Node {
     /// Whether `key` is one of the configured API keys (compared in constant time).
     pub fn key_is_valid(&self, key: Option<&str>) -> bool {
         let Some(key) = key else { return false };
-        self.api_keys.iter().fold(false, |found, candidate| {
-            found | constant_time_eq(candidate, key)
-        })
+        self.api_keys
+            .iter()
+            .fold(false, |found, candidate| found | constant_time_eq(candidate, key))
     }
 
     pub fn require_key(&self, key: Option<&str>) -> Result<(), AppError> {
@@ -109,17 +103,13 @@ impl Node {
     ) -> Result<u64, AppError> {
         let size = data.get().len();
         if size > self.max_message_bytes {
-            return Err(AppError::MessageTooLarge {
-                size,
-                limit: self.max_message_bytes,
-            });
+            return Err(AppError::MessageTooLarge { size, limit: self.max_message_bytes });
         }
         let (recipients, topic) = match &target {
             Target::Broadcast => (self.store.client_count().await?, None),
-            Target::Topic(topic) => (
-                self.store.subscriber_count(topic).await?,
-                Some(topic.as_str()),
-            ),
+            Target::Topic(topic) => {
+                (self.store.subscriber_count(topic).await?, Some(topic.as_str()))
+            }
         };
         // Encoded once; every recipient gets a clone of these bytes.
         let frame = Frame::from(ServerFrame::Message { topic, from, data }.to_json());
@@ -135,8 +125,7 @@ impl Node {
 
     pub async fn unsubscribe(&self, id: ClientId, topics: Vec<String>) -> Result<(), AppError> {
         self.store.unsubscribe(id, &topics).await?;
-        self.emit(Event::Unsubscribed { client: id, topics })
-            .await?;
+        self.emit(Event::Unsubscribed { client: id, topics }).await?;
         Ok(())
     }
 
@@ -151,10 +140,7 @@ impl Node {
 
     pub async fn delete_topic(&self, name: &str) -> Result<(), AppError> {
         self.store.delete_topic(name).await?;
-        self.emit(Event::TopicDeleted {
-            topic: name.to_owned(),
-        })
-        .await?;
+        self.emit(Event::TopicDeleted { topic: name.to_owned() }).await?;
         Ok(())
     }
 
@@ -195,16 +181,10 @@ fn check_name(what: &str, name: &str) -> Result<(), AppError> {
     if valid_name(name) {
         Ok(())
     } else {
-        Err(AppError::BadRequest(format!(
-            "{what} must be 1-64 of A-Za-z0-9_.- (got `{name}`)"
-        )))
+        Err(AppError::BadRequest(format!("{what} must be 1-64 of A-Za-z0-9_.- (got `{name}`)")))
     }
 }
 
 fn constant_time_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

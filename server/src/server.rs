@@ -3,8 +3,10 @@
 
 use std::{io, net::SocketAddr, sync::Arc, time::Instant};
 
+use futures_util::StreamExt;
 use poem::{
-    Endpoint, EndpointExt, IntoResponse, Request, Response, Route, get,
+    Body, Endpoint, EndpointExt, IntoResponse, Request, Response, Route, get,
+    http::header,
     listener::{Acceptor, Listener, TcpListener},
     middleware::Cors,
 };
@@ -125,27 +127,18 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let signal = shutdown.clone();
     let task = tokio::spawn(async move {
         let server = poem::Server::new_with_acceptor(acceptor);
-        let result = server
-            .run_with_graceful_shutdown(app, signal.cancelled_owned(), Some(grace))
-            .await;
+        let result =
+            server.run_with_graceful_shutdown(app, signal.cancelled_owned(), Some(grace)).await;
         // poem does not wait for upgraded connections: they close themselves (1001) on the
         // same signal; wait for them, bounded.
         settings.tasks.close();
-        if tokio::time::timeout(grace, settings.tasks.wait())
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(grace, settings.tasks.wait()).await.is_err() {
             tracing::warn!("shutdown: some WebSocket connections did not close in time");
         }
         tracing::info!("stopped");
         result
     });
-    Ok(Running {
-        local_addr,
-        api_keys,
-        shutdown,
-        task,
-    })
+    Ok(Running { local_addr, api_keys, shutdown, task })
 }
 
 /// The whole HTTP surface: API, WebSocket, docs, spec and the test page.
@@ -158,16 +151,18 @@ pub fn app(config: &Config, node: Arc<Node>, settings: WsSettings) -> impl Endpo
         .at("/openapi.json", spec)
         .nest("/docs", swagger_ui)
         .nest("/", api);
+    // The message's own limit is checked exactly later (413 message_too_large); the body may be
+    // larger than the message's compact JSON (whitespace, escapes, other fields).
+    let body_limit = (config.max_message_bytes as usize).saturating_mul(2) + 64 * 1024;
     let cors = config
         .cors_origins
         .iter()
-        .fold(Cors::new(), |cors, origin| {
-            cors.allow_origin(origin.as_str())
-        });
+        .fold(Cors::new(), |cors, origin| cors.allow_origin(origin.as_str()));
     route
         .with(cors)
         .data(node)
         .data(settings)
+        .around(move |next, req| limit_body(next, req, body_limit))
         .around(request_span)
         .catch_all_error(|err| async move { error_response(err) })
 }
@@ -179,6 +174,30 @@ pub fn api_service(api: Api) -> OpenApiService<Api, ()> {
              everyone, to topics, or to a client's sockets. The WebSocket protocol is described \
              in openapi/PROTOCOL.md. Every error is JSON {\"error\": code, \"message\": text}.",
     )
+}
+
+/// Bounds a request body: a declared length over `limit` is refused with 413 before anything is
+/// read; a streamed body is cut off (and fails to parse) once it passes `limit`.
+async fn limit_body<E: Endpoint>(
+    next: E,
+    mut req: Request,
+    limit: usize,
+) -> poem::Result<Response> {
+    let declared = req.header(header::CONTENT_LENGTH).and_then(|len| len.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(AppError::PayloadTooLarge(limit).into());
+    }
+    let mut seen = 0usize;
+    let body = req.take_body().into_bytes_stream().map(move |chunk| {
+        let chunk = chunk?;
+        seen += chunk.len();
+        if seen > limit {
+            return Err(io::Error::other(format!("request body over {limit} bytes")));
+        }
+        Ok(chunk)
+    });
+    req.set_body(Body::from_bytes_stream(body));
+    next.call(req).await.map(IntoResponse::into_response)
 }
 
 /// One span per request. The path is logged with ids redacted: a client id is a secret.
@@ -205,13 +224,7 @@ async fn request_span<E: Endpoint>(next: E, req: Request) -> poem::Result<Respon
 
 fn redact_ids(path: &str) -> String {
     path.split('/')
-        .map(|segment| {
-            if Uuid::parse_str(segment).is_ok() {
-                ":id"
-            } else {
-                segment
-            }
-        })
+        .map(|segment| if Uuid::parse_str(segment).is_ok() { ":id" } else { segment })
         .collect::<Vec<_>>()
         .join("/")
 }
@@ -228,9 +241,6 @@ mod tests {
     fn ids_are_redacted_from_logged_paths() {
         let path = "/register/6f9619ff-8b86-4d01-b42d-00cf4fc964ff";
         assert_eq!(super::redact_ids(path), "/register/:id");
-        assert_eq!(
-            super::redact_ids("/topics/news/publish"),
-            "/topics/news/publish"
-        );
+        assert_eq!(super::redact_ids("/topics/news/publish"), "/topics/news/publish");
     }
 }

@@ -6,21 +6,14 @@ use serde_json::{Value, json};
 use support::{KEY, TestServer};
 
 fn error_code(body: &Value) -> &str {
-    assert!(
-        body["message"].as_str().is_some_and(|m| !m.is_empty()),
-        "error has a message: {body}"
-    );
-    body["error"]
-        .as_str()
-        .unwrap_or_else(|| panic!("error body: {body}"))
+    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "error has a message: {body}");
+    body["error"].as_str().unwrap_or_else(|| panic!("error body: {body}"))
 }
 
 #[tokio::test]
 async fn register() {
     let server = TestServer::start().await;
-    let (status, body) = server
-        .post("/register", Some(KEY), json!({"name": "alice"}))
-        .await;
+    let (status, body) = server.post("/register", Some(KEY), json!({"name": "alice"})).await;
     assert_eq!(status, 201);
     let id = body["id"].as_str().unwrap();
     assert_eq!(uuid::Uuid::parse_str(id).unwrap().get_version_num(), 4);
@@ -33,24 +26,13 @@ async fn register() {
     assert_ne!(body["name"], other["name"], "assigned names are unique");
 
     let (status, body) = server.post("/register", None, json!({"name": "bob"})).await;
-    assert_eq!(
-        (status, error_code(&body)),
-        (403, "forbidden"),
-        "missing key"
-    );
-    let (status, body) = server
-        .post("/register", Some("wrong"), json!({"name": "bob"}))
-        .await;
+    assert_eq!((status, error_code(&body)), (403, "forbidden"), "missing key");
+    let (status, body) = server.post("/register", Some("wrong"), json!({"name": "bob"})).await;
     assert_eq!((status, error_code(&body)), (403, "forbidden"), "wrong key");
-    let (status, body) = server
-        .post("/register", Some(KEY), json!({"name": "alice"}))
-        .await;
+    let (status, body) = server.post("/register", Some(KEY), json!({"name": "alice"})).await;
     assert_eq!((status, error_code(&body)), (409, "name_taken"));
-    for bad in [
-        json!({"name": "has space"}),
-        json!({"name": ""}),
-        json!({"name": "x".repeat(65)}),
-    ] {
+    for bad in [json!({"name": "has space"}), json!({"name": ""}), json!({"name": "x".repeat(65)})]
+    {
         let (status, body) = server.post("/register", Some(KEY), bad.clone()).await;
         assert_eq!((status, error_code(&body)), (400, "bad_request"), "{bad}");
     }
@@ -85,11 +67,7 @@ async fn unregister() {
     assert_eq!(status, 200);
     assert_eq!(body, json!({"id": id, "closed_connections": 0}));
     let (status, body) = server.delete(&format!("/register/{id}"), None).await;
-    assert_eq!(
-        (status, error_code(&body)),
-        (409, "unknown_client"),
-        "already gone"
-    );
+    assert_eq!((status, error_code(&body)), (409, "unknown_client"), "already gone");
     let (status, body) = server.delete("/register/not-a-uuid", None).await;
     assert_eq!((status, error_code(&body)), (400, "bad_request"));
     // The name is free again.
@@ -101,46 +79,24 @@ async fn broadcast() {
     let server = TestServer::start().await;
     let (id, _) = server.register(Some("alice")).await;
     server.register(Some("bob")).await;
-    let (status, body) = server
-        .post("/broadcast", Some(KEY), json!({"message": {"hi": 1}}))
-        .await;
-    assert_eq!(
-        (status, body),
-        (200, json!({"recipients": 2})),
-        "registered clients"
-    );
-    let (status, _) = server
-        .post(
-            "/broadcast",
-            None,
-            json!({"id": id, "message": "from alice"}),
-        )
-        .await;
+    let (status, body) = server.post("/broadcast", Some(KEY), json!({"message": {"hi": 1}})).await;
+    assert_eq!((status, body), (200, json!({"recipients": 2})), "registered clients");
+    let (status, _) =
+        server.post("/broadcast", None, json!({"id": id, "message": "from alice"})).await;
     assert_eq!(status, 200, "a registered sender id authorizes");
 
     let (status, body) = server.post("/broadcast", None, json!({"message": 1})).await;
     assert_eq!((status, error_code(&body)), (403, "forbidden"));
-    let (status, body) = server
-        .post("/broadcast", Some("wrong"), json!({"message": 1}))
-        .await;
+    let (status, body) = server.post("/broadcast", Some("wrong"), json!({"message": 1})).await;
     assert_eq!((status, error_code(&body)), (403, "forbidden"));
     let unknown = uuid::Uuid::new_v4().to_string();
-    let (status, body) = server
-        .post("/broadcast", None, json!({"id": unknown, "message": 1}))
-        .await;
+    let (status, body) =
+        server.post("/broadcast", None, json!({"id": unknown, "message": 1})).await;
     assert_eq!((status, error_code(&body)), (409, "unknown_client"));
-    let (status, body) = server
-        .post("/broadcast", Some(KEY), json!({"nothing": 1}))
-        .await;
-    assert_eq!(
-        (status, error_code(&body)),
-        (400, "bad_request"),
-        "message is required"
-    );
+    let (status, body) = server.post("/broadcast", Some(KEY), json!({"nothing": 1})).await;
+    assert_eq!((status, error_code(&body)), (400, "bad_request"), "message is required");
     let big = "x".repeat(70_000);
-    let (status, body) = server
-        .post("/broadcast", Some(KEY), json!({"message": big}))
-        .await;
+    let (status, body) = server.post("/broadcast", Some(KEY), json!({"message": big})).await;
     assert_eq!((status, error_code(&body)), (413, "message_too_large"));
 }
 
@@ -149,46 +105,26 @@ async fn subscribe_and_unsubscribe() {
     let server = TestServer::start().await;
     let (id, _) = server.register(Some("alice")).await;
     for path in ["/subscribe", "/unsubscribe"] {
-        let (status, body) = server
-            .post(path, None, json!({"id": id, "topics": ["news"]}))
-            .await;
+        let (status, body) = server.post(path, None, json!({"id": id, "topics": ["news"]})).await;
         assert_eq!((status, body), (202, Value::Null), "{path}");
         let unknown = uuid::Uuid::new_v4();
-        let (status, body) = server
-            .post(path, None, json!({"id": unknown, "topics": ["news"]}))
-            .await;
+        let (status, body) =
+            server.post(path, None, json!({"id": unknown, "topics": ["news"]})).await;
         assert_eq!((status, error_code(&body)), (403, "forbidden"), "{path}");
-        let (status, body) = server
-            .post(path, None, json!({"id": id, "topics": ["news", "nope"]}))
-            .await;
-        assert_eq!(
-            (status, error_code(&body)),
-            (404, "topic_not_found"),
-            "{path}"
-        );
+        let (status, body) =
+            server.post(path, None, json!({"id": id, "topics": ["news", "nope"]})).await;
+        assert_eq!((status, error_code(&body)), (404, "topic_not_found"), "{path}");
         let (status, body) = server.post(path, None, json!({"id": id})).await;
         assert_eq!((status, error_code(&body)), (400, "bad_request"), "{path}");
     }
     // A failed subscribe applies nothing.
-    server
-        .post(
-            "/subscribe",
-            None,
-            json!({"id": id, "topics": ["sports", "nope"]}),
-        )
-        .await;
+    server.post("/subscribe", None, json!({"id": id, "topics": ["sports", "nope"]})).await;
     let (_, topics) = server.get("/topics").await;
     assert_eq!(
         topics,
         json!([{"name": "news", "subscribers": 0}, {"name": "sports", "subscribers": 0}])
     );
-    server
-        .post(
-            "/subscribe",
-            None,
-            json!({"id": id, "topics": ["sports", "news"]}),
-        )
-        .await;
+    server.post("/subscribe", None, json!({"id": id, "topics": ["sports", "news"]})).await;
     let (_, topics) = server.get("/topics").await;
     assert_eq!(
         topics,
@@ -206,22 +142,13 @@ async fn topics_list_create_delete() {
         json!([{"name": "news", "subscribers": 0}, {"name": "sports", "subscribers": 0}])
     );
 
-    let (status, body) = server
-        .post("/topics", Some(KEY), json!({"name": "weather"}))
-        .await;
-    assert_eq!(
-        (status, body),
-        (201, json!({"name": "weather", "subscribers": 0}))
-    );
-    let (status, body) = server
-        .post("/topics", Some(KEY), json!({"name": "weather"}))
-        .await;
+    let (status, body) = server.post("/topics", Some(KEY), json!({"name": "weather"})).await;
+    assert_eq!((status, body), (201, json!({"name": "weather", "subscribers": 0})));
+    let (status, body) = server.post("/topics", Some(KEY), json!({"name": "weather"})).await;
     assert_eq!((status, error_code(&body)), (409, "topic_exists"));
     let (status, body) = server.post("/topics", None, json!({"name": "x"})).await;
     assert_eq!((status, error_code(&body)), (403, "forbidden"));
-    let (status, body) = server
-        .post("/topics", Some(KEY), json!({"name": "bad/name"}))
-        .await;
+    let (status, body) = server.post("/topics", Some(KEY), json!({"name": "bad/name"})).await;
     assert_eq!((status, error_code(&body)), (400, "bad_request"));
 
     let (status, body) = server.delete("/topics/weather", None).await;
@@ -236,46 +163,22 @@ async fn topics_list_create_delete() {
 async fn publish() {
     let server = TestServer::start().await;
     let (id, _) = server.register(Some("alice")).await;
-    server
-        .post("/subscribe", None, json!({"id": id, "topics": ["news"]}))
-        .await;
-    let (status, body) = server
-        .post(
-            "/topics/news/publish",
-            Some(KEY),
-            json!({"message": [1, 2]}),
-        )
-        .await;
-    assert_eq!(
-        (status, body),
-        (200, json!({"recipients": 1})),
-        "subscribers"
-    );
-    let (status, body) = server
-        .post(
-            "/topics/sports/publish",
-            None,
-            json!({"id": id, "message": 1}),
-        )
-        .await;
+    server.post("/subscribe", None, json!({"id": id, "topics": ["news"]})).await;
+    let (status, body) =
+        server.post("/topics/news/publish", Some(KEY), json!({"message": [1, 2]})).await;
+    assert_eq!((status, body), (200, json!({"recipients": 1})), "subscribers");
+    let (status, body) =
+        server.post("/topics/sports/publish", None, json!({"id": id, "message": 1})).await;
     assert_eq!((status, body), (200, json!({"recipients": 0})));
 
-    let (status, body) = server
-        .post("/topics/news/publish", None, json!({"message": 1}))
-        .await;
+    let (status, body) = server.post("/topics/news/publish", None, json!({"message": 1})).await;
     assert_eq!((status, error_code(&body)), (403, "forbidden"));
-    let (status, body) = server
-        .post("/topics/nope/publish", Some(KEY), json!({"message": 1}))
-        .await;
+    let (status, body) =
+        server.post("/topics/nope/publish", Some(KEY), json!({"message": 1})).await;
     assert_eq!((status, error_code(&body)), (404, "topic_not_found"));
     let unknown = uuid::Uuid::new_v4().to_string();
-    let (status, body) = server
-        .post(
-            "/topics/news/publish",
-            None,
-            json!({"id": unknown, "message": 1}),
-        )
-        .await;
+    let (status, body) =
+        server.post("/topics/news/publish", None, json!({"id": unknown, "message": 1})).await;
     assert_eq!((status, error_code(&body)), (409, "unknown_client"));
     let big = json!({"message": "y".repeat(65_536)});
     let (status, body) = server.post("/topics/news/publish", Some(KEY), big).await;
@@ -286,10 +189,7 @@ async fn publish() {
 async fn health_ready_stats_and_unknown_routes() {
     let server = TestServer::start().await;
     assert_eq!(server.get("/health").await, (200, json!({"status": "ok"})));
-    assert_eq!(
-        server.get("/ready").await,
-        (200, json!({"status": "ready"}))
-    );
+    assert_eq!(server.get("/ready").await, (200, json!({"status": "ready"})));
     let (status, body) = server.get("/stats").await;
     assert_eq!((status, error_code(&body)), (403, "forbidden"));
     assert_eq!(server.stats().await["connections"], 0);
@@ -303,17 +203,12 @@ async fn docs_and_spec_are_served() {
     let docs = server.http.get(server.url("/docs")).send().await.unwrap();
     assert_eq!(docs.status(), 200);
     let html = docs.text().await.unwrap();
-    assert!(
-        html.contains("swagger") && !html.contains("cdn"),
-        "Swagger UI is bundled, no CDN"
-    );
+    assert!(html.contains("swagger") && !html.contains("cdn"), "Swagger UI is bundled, no CDN");
     let (status, spec) = server.get("/openapi.json").await;
     assert_eq!(status, 200);
-    for (path, method) in [
-        ("/register", "post"),
-        ("/register/{id}", "delete"),
-        ("/broadcast", "post"),
-    ] {
+    for (path, method) in
+        [("/register", "post"), ("/register/{id}", "delete"), ("/broadcast", "post")]
+    {
         assert!(
             spec["paths"][path][method]["operationId"].is_string(),
             "{method} {path} has an operationId"
@@ -336,10 +231,7 @@ async fn cors_allows_listed_origins_and_refuses_others() {
         .await
         .unwrap();
     assert_eq!(allowed.status(), 200);
-    assert_eq!(
-        allowed.headers()["access-control-allow-origin"],
-        "https://app.example"
-    );
+    assert_eq!(allowed.headers()["access-control-allow-origin"], "https://app.example");
 
     let preflight = server
         .http
@@ -350,11 +242,7 @@ async fn cors_allows_listed_origins_and_refuses_others() {
         .send()
         .await
         .unwrap();
-    assert!(
-        preflight.status().is_success(),
-        "preflight: {}",
-        preflight.status()
-    );
+    assert!(preflight.status().is_success(), "preflight: {}", preflight.status());
 
     let refused = server
         .http
@@ -368,11 +256,7 @@ async fn cors_allows_listed_origins_and_refuses_others() {
     assert_eq!(error_code(&body), "forbidden");
 
     let no_origin = server.http.get(server.url("/topics")).send().await.unwrap();
-    assert_eq!(
-        no_origin.status(),
-        200,
-        "non-browser requests carry no Origin"
-    );
+    assert_eq!(no_origin.status(), 200, "non-browser requests carry no Origin");
 }
 
 #[tokio::test]
@@ -381,4 +265,28 @@ async fn redis_url_is_refused_clearly_until_supported() {
     config.redis_url = Some("redis://127.0.0.1:6379".into());
     let err = switchboard::start(config).await.err().expect("refused");
     assert!(err.to_string().contains("not supported yet"), "{err}");
+}
+
+#[tokio::test]
+async fn request_bodies_are_bounded() {
+    let server = TestServer::start_with(|c| c.max_message_bytes = 1024).await;
+    // Body limit: twice the message limit plus 64 KiB.
+    let huge = json!({"message": 1, "padding": "x".repeat(80 * 1024)});
+    let (status, body) = server.post("/broadcast", Some(KEY), huge).await;
+    assert_eq!((status, error_code(&body)), (413, "payload_too_large"));
+
+    let chunks = (0..100).map(|_| Ok::<_, std::io::Error>(vec![b' '; 1024]));
+    let streamed = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
+    let response = server
+        .http
+        .post(server.url("/broadcast"))
+        .header("X-Api-Key", KEY)
+        .header("content-type", "application/json")
+        .body(streamed)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400, "a streamed body is cut off at the limit");
+    let body: Value = response.json().await.unwrap();
+    assert!(body["message"].as_str().unwrap().contains("over"), "{body}");
 }

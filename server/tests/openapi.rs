@@ -9,12 +9,7 @@ use support::TestServer;
 #[tokio::test]
 async fn committed_spec_equals_the_served_spec() {
     let server = TestServer::start().await;
-    let response = server
-        .http
-        .get(server.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap();
+    let response = server.http.get(server.url("/openapi.json")).send().await.unwrap();
     assert_eq!(response.status(), 200);
     let served = format!("{}\n", response.text().await.unwrap().trim_end());
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../openapi/openapi.json");

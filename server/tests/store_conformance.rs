@@ -14,10 +14,7 @@ fn topics(list: &[&str]) -> Vec<String> {
 }
 
 fn info(name: &str, subscribers: u64) -> TopicInfo {
-    TopicInfo {
-        name: name.into(),
-        subscribers,
-    }
+    TopicInfo { name: name.into(), subscribers }
 }
 
 pub async fn registers_with_unique_ids_and_names(store: DynStore) {
@@ -35,15 +32,9 @@ pub async fn registers_with_unique_ids_and_names(store: DynStore) {
 
 pub async fn names_are_reserved_until_unregistered(store: DynStore) {
     let alice = store.register(Some("alice")).await.unwrap();
-    assert_eq!(
-        store.register(Some("alice")).await,
-        Err(StoreError::NameTaken("alice".into()))
-    );
+    assert_eq!(store.register(Some("alice")).await, Err(StoreError::NameTaken("alice".into())));
     assert_eq!(store.unregister(alice.id).await.unwrap(), alice);
-    assert_eq!(
-        store.unregister(alice.id).await,
-        Err(StoreError::UnknownClient)
-    );
+    assert_eq!(store.unregister(alice.id).await, Err(StoreError::UnknownClient));
     assert_eq!(store.client(alice.id).await, Err(StoreError::UnknownClient));
     let again = store.register(Some("alice")).await.unwrap();
     assert_ne!(again.id, alice.id);
@@ -68,99 +59,44 @@ pub async fn racing_registrations_of_one_name_give_exactly_one_winner(store: Dyn
 pub async fn topics_are_created_listed_and_deleted(store: DynStore) {
     store.create_topic("sports").await.unwrap();
     store.create_topic("news").await.unwrap();
-    assert_eq!(
-        store.create_topic("news").await,
-        Err(StoreError::TopicExists("news".into()))
-    );
-    assert_eq!(
-        store.topics().await.unwrap(),
-        [info("news", 0), info("sports", 0)]
-    );
+    assert_eq!(store.create_topic("news").await, Err(StoreError::TopicExists("news".into())));
+    assert_eq!(store.topics().await.unwrap(), [info("news", 0), info("sports", 0)]);
     let alice = store.register(Some("alice")).await.unwrap();
-    store
-        .subscribe(alice.id, &topics(&["news", "sports"]))
-        .await
-        .unwrap();
+    store.subscribe(alice.id, &topics(&["news", "sports"])).await.unwrap();
     assert_eq!(store.delete_topic("news").await.unwrap(), [alice.id]);
-    assert_eq!(
-        store.delete_topic("news").await,
-        Err(StoreError::TopicNotFound("news".into()))
-    );
+    assert_eq!(store.delete_topic("news").await, Err(StoreError::TopicNotFound("news".into())));
     assert_eq!(store.subscriptions(alice.id).await.unwrap(), ["sports"]);
     store.create_topic("news").await.unwrap();
-    assert_eq!(
-        store.subscriber_count("news").await.unwrap(),
-        0,
-        "a new topic starts empty"
-    );
+    assert_eq!(store.subscriber_count("news").await.unwrap(), 0, "a new topic starts empty");
 }
 
 pub async fn subscriptions_are_all_or_nothing(store: DynStore) {
     store.create_topic("news").await.unwrap();
     store.create_topic("sports").await.unwrap();
     let alice = store.register(Some("alice")).await.unwrap();
-    let result = store
-        .subscribe(alice.id, &topics(&["news", "missing", "sports"]))
-        .await;
+    let result = store.subscribe(alice.id, &topics(&["news", "missing", "sports"])).await;
     assert_eq!(result, Err(StoreError::TopicNotFound("missing".into())));
-    assert!(
-        store.subscriptions(alice.id).await.unwrap().is_empty(),
-        "nothing applied"
-    );
+    assert!(store.subscriptions(alice.id).await.unwrap().is_empty(), "nothing applied");
 
-    store
-        .subscribe(alice.id, &topics(&["sports", "news"]))
-        .await
-        .unwrap();
+    store.subscribe(alice.id, &topics(&["sports", "news"])).await.unwrap();
     store.subscribe(alice.id, &topics(&["news"])).await.unwrap();
-    assert_eq!(
-        store.subscriptions(alice.id).await.unwrap(),
-        ["news", "sports"]
-    );
-    assert_eq!(
-        store.subscriber_count("news").await.unwrap(),
-        1,
-        "subscribing twice counts once"
-    );
+    assert_eq!(store.subscriptions(alice.id).await.unwrap(), ["news", "sports"]);
+    assert_eq!(store.subscriber_count("news").await.unwrap(), 1, "subscribing twice counts once");
 
-    let result = store
-        .unsubscribe(alice.id, &topics(&["news", "missing"]))
-        .await;
+    let result = store.unsubscribe(alice.id, &topics(&["news", "missing"])).await;
     assert_eq!(result, Err(StoreError::TopicNotFound("missing".into())));
-    assert_eq!(
-        store.subscriptions(alice.id).await.unwrap(),
-        ["news", "sports"],
-        "nothing applied"
-    );
-    store
-        .unsubscribe(alice.id, &topics(&["news"]))
-        .await
-        .unwrap();
-    assert_eq!(
-        store.topics().await.unwrap(),
-        [info("news", 0), info("sports", 1)]
-    );
+    assert_eq!(store.subscriptions(alice.id).await.unwrap(), ["news", "sports"], "nothing applied");
+    store.unsubscribe(alice.id, &topics(&["news"])).await.unwrap();
+    assert_eq!(store.topics().await.unwrap(), [info("news", 0), info("sports", 1)]);
 }
 
 pub async fn unknown_clients_and_topics_are_refused(store: DynStore) {
     store.create_topic("news").await.unwrap();
     let nobody: ClientId = uuid::Uuid::new_v4();
-    assert_eq!(
-        store.subscribe(nobody, &topics(&["news"])).await,
-        Err(StoreError::UnknownClient)
-    );
-    assert_eq!(
-        store.unsubscribe(nobody, &topics(&["news"])).await,
-        Err(StoreError::UnknownClient)
-    );
-    assert_eq!(
-        store.subscriptions(nobody).await,
-        Err(StoreError::UnknownClient)
-    );
-    assert_eq!(
-        store.subscriber_count("none").await,
-        Err(StoreError::TopicNotFound("none".into()))
-    );
+    assert_eq!(store.subscribe(nobody, &topics(&["news"])).await, Err(StoreError::UnknownClient));
+    assert_eq!(store.unsubscribe(nobody, &topics(&["news"])).await, Err(StoreError::UnknownClient));
+    assert_eq!(store.subscriptions(nobody).await, Err(StoreError::UnknownClient));
+    assert_eq!(store.subscriber_count("none").await, Err(StoreError::TopicNotFound("none".into())));
     assert_eq!(store.subscriber_count("news").await.unwrap(), 0);
 }
 
@@ -209,6 +145,4 @@ macro_rules! conformance_suite {
     };
 }
 
-conformance_suite!(memory, async {
-    Arc::new(switchboard::store::MemoryStore::new())
-});
+conformance_suite!(memory, async { Arc::new(switchboard::store::MemoryStore::new()) });

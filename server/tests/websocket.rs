@@ -27,13 +27,7 @@ const QUIET: Duration = Duration::from_millis(300);
 async fn welcome_names_the_client_and_its_topics() {
     let server = TestServer::start().await;
     let (id, _) = server.register(Some("alice")).await;
-    server
-        .post(
-            "/subscribe",
-            None,
-            json!({"id": id, "topics": ["sports", "news"]}),
-        )
-        .await;
+    server.post("/subscribe", None, json!({"id": id, "topics": ["sports", "news"]})).await;
     let (_ws, topics) = server.connect(&id).await;
     assert_eq!(topics, ["news", "sports"]);
 }
@@ -42,14 +36,8 @@ async fn welcome_names_the_client_and_its_topics() {
 async fn upgrade_is_refused_before_it_happens_for_unknown_ids() {
     let server = TestServer::start().await;
     let unknown = uuid::Uuid::new_v4().to_string();
-    assert_eq!(
-        try_connect(&server.ws_url(&unknown), &[]).await.err(),
-        Some(403)
-    );
-    assert_eq!(
-        try_connect(&server.ws_url("garbage"), &[]).await.err(),
-        Some(403)
-    );
+    assert_eq!(try_connect(&server.ws_url(&unknown), &[]).await.err(), Some(403));
+    assert_eq!(try_connect(&server.ws_url("garbage"), &[]).await.err(), Some(403));
     let (status, _) = server.get(&format!("/ws/{unknown}")).await;
     assert_eq!(status, 400, "a plain GET is not an upgrade");
 }
@@ -61,21 +49,14 @@ async fn broadcast_reaches_every_socket_including_the_senders() {
     let (mut alice_2, _) = server.connect(&alice).await;
     let (_, mut bob) = server.client("bob").await;
 
-    let (status, body) = server
-        .post("/broadcast", Some(KEY), json!({"message": {"n": 1}}))
-        .await;
+    let (status, body) = server.post("/broadcast", Some(KEY), json!({"message": {"n": 1}})).await;
     assert_eq!((status, body), (200, json!({"recipients": 2})));
     for ws in [&mut alice_1, &mut alice_2, &mut bob] {
         assert_eq!(next_event(ws).await, message(None, None, json!({"n": 1})));
     }
-    server
-        .post("/broadcast", None, json!({"id": alice, "message": "hi"}))
-        .await;
+    server.post("/broadcast", None, json!({"id": alice, "message": "hi"})).await;
     for ws in [&mut alice_1, &mut alice_2, &mut bob] {
-        assert_eq!(
-            next_event(ws).await,
-            message(None, Some("alice"), json!("hi"))
-        );
+        assert_eq!(next_event(ws).await, message(None, Some("alice"), json!("hi")));
     }
 }
 
@@ -84,30 +65,14 @@ async fn topic_messages_reach_only_subscribers() {
     let server = TestServer::start().await;
     let (alice, mut alice_ws) = server.client("alice").await;
     let (_, mut bob_ws) = server.client("bob").await;
-    server
-        .post("/subscribe", None, json!({"id": alice, "topics": ["news"]}))
-        .await;
+    server.post("/subscribe", None, json!({"id": alice, "topics": ["news"]})).await;
 
-    let (_, body) = server
-        .post(
-            "/topics/news/publish",
-            Some(KEY),
-            json!({"message": "headline"}),
-        )
-        .await;
+    let (_, body) =
+        server.post("/topics/news/publish", Some(KEY), json!({"message": "headline"})).await;
     assert_eq!(body["recipients"], 1);
-    assert_eq!(
-        next_event(&mut alice_ws).await,
-        message(Some("news"), None, json!("headline"))
-    );
+    assert_eq!(next_event(&mut alice_ws).await, message(Some("news"), None, json!("headline")));
     assert_silent(&mut bob_ws, QUIET).await;
-    server
-        .post(
-            "/topics/sports/publish",
-            Some(KEY),
-            json!({"message": "score"}),
-        )
-        .await;
+    server.post("/topics/sports/publish", Some(KEY), json!({"message": "score"})).await;
     assert_silent(&mut alice_ws, QUIET).await;
 }
 
@@ -115,54 +80,20 @@ async fn topic_messages_reach_only_subscribers() {
 async fn subscribe_and_unsubscribe_over_the_socket() {
     let server = TestServer::start().await;
     let (_, mut ws) = server.client("alice").await;
-    send_json(
-        &mut ws,
-        json!({"type": "subscribe", "topics": ["sports"], "ref": 1}),
-    )
-    .await;
-    assert_eq!(
-        next_event(&mut ws).await,
-        ServerEvent::Ack {
-            reference: Some(json!(1))
-        }
-    );
-    server
-        .post("/topics/sports/publish", Some(KEY), json!({"message": 1}))
-        .await;
-    assert_eq!(
-        next_event(&mut ws).await,
-        message(Some("sports"), None, json!(1))
-    );
+    send_json(&mut ws, json!({"type": "subscribe", "topics": ["sports"], "ref": 1})).await;
+    assert_eq!(next_event(&mut ws).await, ServerEvent::Ack { reference: Some(json!(1)) });
+    server.post("/topics/sports/publish", Some(KEY), json!({"message": 1})).await;
+    assert_eq!(next_event(&mut ws).await, message(Some("sports"), None, json!(1)));
 
-    send_json(
-        &mut ws,
-        json!({"type": "unsubscribe", "topics": ["sports"], "ref": "u"}),
-    )
-    .await;
-    assert_eq!(
-        next_event(&mut ws).await,
-        ServerEvent::Ack {
-            reference: Some(json!("u"))
-        }
-    );
-    server
-        .post("/topics/sports/publish", Some(KEY), json!({"message": 2}))
-        .await;
+    send_json(&mut ws, json!({"type": "unsubscribe", "topics": ["sports"], "ref": "u"})).await;
+    assert_eq!(next_event(&mut ws).await, ServerEvent::Ack { reference: Some(json!("u")) });
+    server.post("/topics/sports/publish", Some(KEY), json!({"message": 2})).await;
     assert_silent(&mut ws, QUIET).await;
 
-    send_json(
-        &mut ws,
-        json!({"type": "subscribe", "topics": ["nope"], "ref": 2}),
-    )
-    .await;
+    send_json(&mut ws, json!({"type": "subscribe", "topics": ["nope"], "ref": 2})).await;
     match next_event(&mut ws).await {
-        ServerEvent::Error {
-            reference, error, ..
-        } => {
-            assert_eq!(
-                (reference, error.as_str()),
-                (Some(json!(2)), "topic_not_found")
-            );
+        ServerEvent::Error { reference, error, .. } => {
+            assert_eq!((reference, error.as_str()), (Some(json!(2)), "topic_not_found"));
         }
         other => panic!("expected an error, got {other:?}"),
     }
@@ -173,32 +104,14 @@ async fn an_http_subscribe_applies_to_live_sockets() {
     let server = TestServer::start().await;
     let (id, mut ws) = server.client("alice").await;
     let (mut second, _) = server.connect(&id).await;
-    let (status, _) = server
-        .post("/subscribe", None, json!({"id": id, "topics": ["news"]}))
-        .await;
+    let (status, _) = server.post("/subscribe", None, json!({"id": id, "topics": ["news"]})).await;
     assert_eq!(status, 202);
-    server
-        .post("/topics/news/publish", Some(KEY), json!({"message": "now"}))
-        .await;
-    assert_eq!(
-        next_event(&mut ws).await,
-        message(Some("news"), None, json!("now"))
-    );
-    assert_eq!(
-        next_event(&mut second).await,
-        message(Some("news"), None, json!("now"))
-    );
+    server.post("/topics/news/publish", Some(KEY), json!({"message": "now"})).await;
+    assert_eq!(next_event(&mut ws).await, message(Some("news"), None, json!("now")));
+    assert_eq!(next_event(&mut second).await, message(Some("news"), None, json!("now")));
 
-    server
-        .post("/unsubscribe", None, json!({"id": id, "topics": ["news"]}))
-        .await;
-    server
-        .post(
-            "/topics/news/publish",
-            Some(KEY),
-            json!({"message": "later"}),
-        )
-        .await;
+    server.post("/unsubscribe", None, json!({"id": id, "topics": ["news"]})).await;
+    server.post("/topics/news/publish", Some(KEY), json!({"message": "later"})).await;
     assert_silent(&mut ws, QUIET).await;
 }
 
@@ -206,16 +119,10 @@ async fn an_http_subscribe_applies_to_live_sockets() {
 async fn deleting_a_topic_ends_its_subscriptions() {
     let server = TestServer::start().await;
     let (id, mut ws) = server.client("alice").await;
-    server
-        .post("/subscribe", None, json!({"id": id, "topics": ["news"]}))
-        .await;
+    server.post("/subscribe", None, json!({"id": id, "topics": ["news"]})).await;
     server.delete("/topics/news", Some(KEY)).await;
-    server
-        .post("/topics", Some(KEY), json!({"name": "news"}))
-        .await;
-    let (_, body) = server
-        .post("/topics/news/publish", Some(KEY), json!({"message": 1}))
-        .await;
+    server.post("/topics", Some(KEY), json!({"name": "news"})).await;
+    let (_, body) = server.post("/topics/news/publish", Some(KEY), json!({"message": 1})).await;
     assert_eq!(body["recipients"], 0);
     assert_silent(&mut ws, QUIET).await;
 }
@@ -225,21 +132,11 @@ async fn publish_and_broadcast_over_the_socket() {
     let server = TestServer::start().await;
     let (alice, mut alice_ws) = server.client("alice").await;
     let (_, mut bob_ws) = server.client("bob").await;
-    server
-        .post("/subscribe", None, json!({"id": alice, "topics": ["news"]}))
-        .await;
+    server.post("/subscribe", None, json!({"id": alice, "topics": ["news"]})).await;
 
-    send_json(
-        &mut bob_ws,
-        json!({"type": "publish", "topic": "news", "data": {"x": 1}, "ref": 9}),
-    )
-    .await;
-    assert_eq!(
-        next_event(&mut bob_ws).await,
-        ServerEvent::Ack {
-            reference: Some(json!(9))
-        }
-    );
+    send_json(&mut bob_ws, json!({"type": "publish", "topic": "news", "data": {"x": 1}, "ref": 9}))
+        .await;
+    assert_eq!(next_event(&mut bob_ws).await, ServerEvent::Ack { reference: Some(json!(9)) });
     assert_eq!(
         next_event(&mut alice_ws).await,
         message(Some("news"), Some("bob"), json!({"x": 1}))
@@ -250,21 +147,11 @@ async fn publish_and_broadcast_over_the_socket() {
     bob_got.sort_by_key(|event| matches!(event, ServerEvent::Message { .. }));
     assert_eq!(
         bob_got,
-        [
-            ServerEvent::Ack { reference: None },
-            message(None, Some("bob"), json!([true]))
-        ]
+        [ServerEvent::Ack { reference: None }, message(None, Some("bob"), json!([true]))]
     );
-    assert_eq!(
-        next_event(&mut alice_ws).await,
-        message(None, Some("bob"), json!([true]))
-    );
+    assert_eq!(next_event(&mut alice_ws).await, message(None, Some("bob"), json!([true])));
 
-    send_json(
-        &mut bob_ws,
-        json!({"type": "publish", "topic": "nope", "data": 1}),
-    )
-    .await;
+    send_json(&mut bob_ws, json!({"type": "publish", "topic": "nope", "data": 1})).await;
     assert!(
         matches!(next_event(&mut bob_ws).await, ServerEvent::Error { error, .. } if error == "topic_not_found")
     );
@@ -276,11 +163,7 @@ async fn malformed_unknown_and_binary_frames_get_errors_and_the_socket_stays_ope
     let (_, mut ws) = server.client("alice").await;
     let expect_error =
         |event: ServerEvent, code: &str, reference: Option<serde_json::Value>| match event {
-            ServerEvent::Error {
-                reference: got_ref,
-                error,
-                message,
-            } => {
+            ServerEvent::Error { reference: got_ref, error, message } => {
                 assert_eq!((error.as_str(), got_ref), (code, reference));
                 assert!(!message.is_empty());
             }
@@ -298,9 +181,7 @@ async fn malformed_unknown_and_binary_frames_get_errors_and_the_socket_stays_ope
     send_json(&mut ws, json!({"type": "ping", "ref": "still here"})).await;
     assert_eq!(
         next_event(&mut ws).await,
-        ServerEvent::Ack {
-            reference: Some(json!("still here"))
-        }
+        ServerEvent::Ack { reference: Some(json!("still here")) }
     );
 }
 
@@ -309,11 +190,7 @@ async fn oversize_message_closes_with_1009() {
     let server = TestServer::start_with(|c| c.max_message_bytes = 1024).await;
     let (_, mut ws) = server.client("alice").await;
     // Just under the limit passes: an ack and the client's own copy of its broadcast.
-    send_json(
-        &mut ws,
-        json!({"type": "broadcast", "data": "z".repeat(900)}),
-    )
-    .await;
+    send_json(&mut ws, json!({"type": "broadcast", "data": "z".repeat(900)})).await;
     let mut got = vec![next_event(&mut ws).await, next_event(&mut ws).await];
     got.sort_by_key(|event| matches!(event, ServerEvent::Message { .. }));
     assert_eq!(
@@ -343,24 +220,12 @@ async fn unregister_closes_every_socket_with_4001() {
     let (mut second, _) = server.connect(&id).await;
     let (_, mut bob) = server.client("bob").await;
     let (status, body) = server.delete(&format!("/register/{id}"), None).await;
-    assert_eq!(
-        (status, body),
-        (200, json!({"id": id, "closed_connections": 2}))
-    );
+    assert_eq!((status, body), (200, json!({"id": id, "closed_connections": 2})));
     assert_eq!(close_code(&mut first).await, Some(CLOSE_UNREGISTERED));
     assert_eq!(close_code(&mut second).await, Some(CLOSE_UNREGISTERED));
     assert_eq!(try_connect(&server.ws_url(&id), &[]).await.err(), Some(403));
-    server
-        .post(
-            "/broadcast",
-            Some(KEY),
-            json!({"message": "bob still served"}),
-        )
-        .await;
-    assert_eq!(
-        next_event(&mut bob).await,
-        message(None, None, json!("bob still served"))
-    );
+    server.post("/broadcast", Some(KEY), json!({"message": "bob still served"})).await;
+    assert_eq!(next_event(&mut bob).await, message(None, None, json!("bob still served")));
 }
 
 #[tokio::test]
@@ -385,31 +250,15 @@ async fn a_slow_consumer_is_closed_while_others_still_receive() {
         fast
     });
     for i in 0..MESSAGES {
-        let (status, _) = server
-            .post("/broadcast", Some(KEY), json!({"message": data(i)}))
-            .await;
+        let (status, _) = server.post("/broadcast", Some(KEY), json!({"message": data(i)})).await;
         assert_eq!(status, 200);
     }
-    let _fast = reader
-        .await
-        .expect("the fast reader got every message in order");
-    assert!(
-        server.stats().await["slow_consumer_closes"]
-            .as_u64()
-            .unwrap()
-            >= 1
-    );
+    let _fast = reader.await.expect("the fast reader got every message in order");
+    assert!(server.stats().await["slow_consumer_closes"].as_u64().unwrap() >= 1);
     // The slow socket ends: its queued frames, then a 4008 close (or a cut if it is too late).
     let code = close_code(&mut slow).await;
-    assert!(
-        code.is_none() || code == Some(CLOSE_SLOW_CONSUMER),
-        "closed with {code:?}"
-    );
-    assert_eq!(
-        server.stats().await["connections"],
-        1,
-        "only the fast reader is left"
-    );
+    assert!(code.is_none() || code == Some(CLOSE_SLOW_CONSUMER), "closed with {code:?}");
+    assert_eq!(server.stats().await["connections"], 1, "only the fast reader is left");
 }
 
 #[tokio::test]
@@ -417,9 +266,7 @@ async fn a_client_that_does_not_answer_pings_is_closed() {
     let server = TestServer::start_with(|c| c.ping_interval = Duration::from_millis(200)).await;
     let (id, _) = server.register(Some("silent")).await;
     // A raw socket: it completes the handshake and then never answers anything.
-    let mut raw = TcpStream::connect(server.running.as_ref().unwrap().local_addr)
-        .await
-        .unwrap();
+    let mut raw = TcpStream::connect(server.running.as_ref().unwrap().local_addr).await.unwrap();
     let request = format!(
         "GET /ws/{id} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
@@ -431,35 +278,17 @@ async fn a_client_that_does_not_answer_pings_is_closed() {
     assert!(read_all.is_ok(), "the server closed the connection");
     let text = String::from_utf8_lossy(&received);
     assert!(text.starts_with("HTTP/1.1 101"), "{text}");
-    assert!(
-        text.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
-        "accept key of RFC 6455's example"
-    );
-    assert!(
-        received.windows(2).any(|w| w == [0x89, 0x00]),
-        "the server pinged"
-    );
+    assert!(text.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "accept key of RFC 6455's example");
+    assert!(received.windows(2).any(|w| w == [0x89, 0x00]), "the server pinged");
     let code = 4002u16.to_be_bytes();
-    assert!(
-        received.windows(4).any(|w| w[0] == 0x88 && w[2..4] == code),
-        "close 4002"
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "closed after {:?}",
-        started.elapsed()
-    );
+    assert!(received.windows(4).any(|w| w[0] == 0x88 && w[2..4] == code), "close 4002");
+    assert!(started.elapsed() < Duration::from_secs(2), "closed after {:?}", started.elapsed());
 
     // A client that answers pings stays connected across many intervals.
     let (_, mut ws) = server.client("lively").await;
     assert_silent(&mut ws, Duration::from_millis(1000)).await;
     send_json(&mut ws, json!({"type": "ping", "ref": 1})).await;
-    assert_eq!(
-        next_event(&mut ws).await,
-        ServerEvent::Ack {
-            reference: Some(json!(1))
-        }
-    );
+    assert_eq!(next_event(&mut ws).await, ServerEvent::Ack { reference: Some(json!(1)) });
 }
 
 #[tokio::test]
@@ -468,21 +297,9 @@ async fn websocket_origins_follow_the_cors_allow_list() {
         TestServer::start_with(|c| c.cors_origins = vec!["https://app.example".into()]).await;
     let (id, _) = server.register(Some("alice")).await;
     let url = server.ws_url(&id);
-    assert_eq!(
-        try_connect(&url, &[("Origin", "https://evil.example")])
-            .await
-            .err(),
-        Some(403)
-    );
-    assert!(
-        try_connect(&url, &[("Origin", "https://app.example")])
-            .await
-            .is_ok()
-    );
-    assert!(
-        try_connect(&url, &[]).await.is_ok(),
-        "no Origin: not a browser"
-    );
+    assert_eq!(try_connect(&url, &[("Origin", "https://evil.example")]).await.err(), Some(403));
+    assert!(try_connect(&url, &[("Origin", "https://app.example")]).await.is_ok());
+    assert!(try_connect(&url, &[]).await.is_ok(), "no Origin: not a browser");
 }
 
 #[tokio::test]
@@ -495,13 +312,6 @@ async fn graceful_shutdown_closes_every_socket_with_1001() {
     let stopping = tokio::spawn(running.shutdown());
     assert_eq!(close_code(&mut alice).await, Some(1001));
     assert_eq!(close_code(&mut bob).await, Some(1001));
-    tokio::time::timeout(WAIT, stopping)
-        .await
-        .expect("shutdown is bounded")
-        .unwrap()
-        .unwrap();
-    assert!(
-        TcpStream::connect(addr).await.is_err(),
-        "no longer accepting"
-    );
+    tokio::time::timeout(WAIT, stopping).await.expect("shutdown is bounded").unwrap().unwrap();
+    assert!(TcpStream::connect(addr).await.is_err(), "no longer accepting");
 }

@@ -96,10 +96,7 @@ impl Api {
                 _ => url.to_owned(),
             }
         });
-        Api {
-            node,
-            public_ws_base,
-        }
+        Api { node, public_ws_base }
     }
 
     fn ws_url(&self, req: &Request, id: Uuid) -> String {
@@ -111,10 +108,7 @@ impl Api {
                     .host()
                     .map(str::to_owned)
                     .or_else(|| req.header(poem::http::header::HOST).map(str::to_owned));
-                format!(
-                    "ws://{}/ws/{id}",
-                    host.unwrap_or_else(|| "localhost".into())
-                )
+                format!("ws://{}/ws/{id}", host.unwrap_or_else(|| "localhost".into()))
             }
         }
     }
@@ -123,9 +117,7 @@ impl Api {
 /// The message of a send request, checked and encoded once.
 fn message_json(message: &serde_json::Value) -> Result<Box<RawValue>, AppError> {
     if message.is_null() {
-        return Err(AppError::BadRequest(
-            "`message` is required and may not be null".into(),
-        ));
+        return Err(AppError::BadRequest("`message` is required and may not be null".into()));
     }
     to_raw_value(message).map_err(|err| AppError::BadRequest(err.to_string()))
 }
@@ -135,12 +127,7 @@ impl Api {
     /// Register a client
     ///
     /// Returns the client's id (keep it secret) and the URL of its WebSocket.
-    #[oai(
-        path = "/register",
-        method = "post",
-        operation_id = "register",
-        tag = "Tag::Clients"
-    )]
+    #[oai(path = "/register", method = "post", operation_id = "register", tag = "Tag::Clients")]
     async fn register(
         &self,
         req: &Request,
@@ -150,11 +137,7 @@ impl Api {
         self.node.require_key(api_key.as_deref())?;
         let client = self.node.register(body.0.name.as_deref()).await?;
         let ws_url = self.ws_url(req, client.id);
-        Ok(RegisterResponse::Created(Json(Registered {
-            id: client.id,
-            name: client.name,
-            ws_url,
-        })))
+        Ok(RegisterResponse::Created(Json(Registered { id: client.id, name: client.name, ws_url })))
     }
 
     /// Unregister a client
@@ -173,29 +156,20 @@ impl Api {
         let id = Uuid::parse_str(&id.0)
             .map_err(|_| AppError::BadRequest(format!("`{}` is not a client id (a UUID)", id.0)))?;
         let closed = self.node.unregister(id).await?;
-        Ok(Json(Unregistered {
-            id,
-            closed_connections: closed as u64,
-        }))
+        Ok(Json(Unregistered { id, closed_connections: closed as u64 }))
     }
 
     /// Broadcast to every connected socket
     ///
     /// Authorized by X-Api-Key or by a registered sender `id`; the sender's own sockets
     /// receive it too.
-    #[oai(
-        path = "/broadcast",
-        method = "post",
-        operation_id = "broadcast",
-        tag = "Tag::Messages"
-    )]
+    #[oai(path = "/broadcast", method = "post", operation_id = "broadcast", tag = "Tag::Messages")]
     async fn broadcast(
         &self,
         #[oai(name = "X-Api-Key")] api_key: Header<Option<String>>,
         body: Json<SendRequest>,
     ) -> ApiResult<Json<Recipients>, BroadcastErrors> {
-        self.send(api_key.as_deref(), body.0, Target::Broadcast)
-            .await
+        self.send(api_key.as_deref(), body.0, Target::Broadcast).await
     }
 
     /// Publish to a topic's subscribers
@@ -211,17 +185,11 @@ impl Api {
         #[oai(name = "X-Api-Key")] api_key: Header<Option<String>>,
         body: Json<SendRequest>,
     ) -> ApiResult<Json<Recipients>, PublishErrors> {
-        self.send(api_key.as_deref(), body.0, Target::Topic(name.0))
-            .await
+        self.send(api_key.as_deref(), body.0, Target::Topic(name.0)).await
     }
 
     /// Subscribe a client to topics
-    #[oai(
-        path = "/subscribe",
-        method = "post",
-        operation_id = "subscribe",
-        tag = "Tag::Topics"
-    )]
+    #[oai(path = "/subscribe", method = "post", operation_id = "subscribe", tag = "Tag::Topics")]
     async fn subscribe(
         &self,
         body: Json<SubscriptionRequest>,
@@ -248,32 +216,19 @@ impl Api {
     }
 
     /// List topics with their subscriber counts
-    #[oai(
-        path = "/topics",
-        method = "get",
-        operation_id = "listTopics",
-        tag = "Tag::Topics"
-    )]
+    #[oai(path = "/topics", method = "get", operation_id = "listTopics", tag = "Tag::Topics")]
     async fn list_topics(&self) -> ApiResult<Json<Vec<Topic>>, ListErrors> {
         let topics = self.node.topics().await?;
         Ok(Json(
             topics
                 .into_iter()
-                .map(|t| Topic {
-                    name: t.name,
-                    subscribers: t.subscribers,
-                })
+                .map(|t| Topic { name: t.name, subscribers: t.subscribers })
                 .collect(),
         ))
     }
 
     /// Create a topic
-    #[oai(
-        path = "/topics",
-        method = "post",
-        operation_id = "createTopic",
-        tag = "Tag::Topics"
-    )]
+    #[oai(path = "/topics", method = "post", operation_id = "createTopic", tag = "Tag::Topics")]
     async fn create_topic(
         &self,
         #[oai(name = "X-Api-Key")] api_key: Header<Option<String>>,
@@ -281,10 +236,7 @@ impl Api {
     ) -> ApiResult<TopicCreated, CreateTopicErrors> {
         self.node.require_key(api_key.as_deref())?;
         self.node.create_topic(&body.0.name).await?;
-        Ok(TopicCreated::Created(Json(Topic {
-            name: body.0.name,
-            subscribers: 0,
-        })))
+        Ok(TopicCreated::Created(Json(Topic { name: body.0.name, subscribers: 0 })))
     }
 
     /// Delete a topic
@@ -313,39 +265,20 @@ impl Api {
     }
 
     /// Liveness: the process is up
-    #[oai(
-        path = "/health",
-        method = "get",
-        operation_id = "health",
-        tag = "Tag::Operations"
-    )]
+    #[oai(path = "/health", method = "get", operation_id = "health", tag = "Tag::Operations")]
     async fn health(&self) -> Json<Status> {
-        Json(Status {
-            status: "ok".into(),
-        })
+        Json(Status { status: "ok".into() })
     }
 
     /// Readiness: the store is reachable
-    #[oai(
-        path = "/ready",
-        method = "get",
-        operation_id = "ready",
-        tag = "Tag::Operations"
-    )]
+    #[oai(path = "/ready", method = "get", operation_id = "ready", tag = "Tag::Operations")]
     async fn ready(&self) -> ApiResult<Json<Status>, ReadyErrors> {
         self.node.ready().await?;
-        Ok(Json(Status {
-            status: "ready".into(),
-        }))
+        Ok(Json(Status { status: "ready".into() }))
     }
 
     /// This node's connection and delivery counters
-    #[oai(
-        path = "/stats",
-        method = "get",
-        operation_id = "stats",
-        tag = "Tag::Operations"
-    )]
+    #[oai(path = "/stats", method = "get", operation_id = "stats", tag = "Tag::Operations")]
     async fn stats(
         &self,
         #[oai(name = "X-Api-Key")] api_key: Header<Option<String>>,

@@ -19,15 +19,9 @@ pub enum Event {
     /// Deliver an encoded frame to the target's sockets.
     Deliver { target: Target, frame: Frame },
     /// A client subscribed to topics.
-    Subscribed {
-        client: ClientId,
-        topics: Vec<String>,
-    },
+    Subscribed { client: ClientId, topics: Vec<String> },
     /// A client unsubscribed from topics.
-    Unsubscribed {
-        client: ClientId,
-        topics: Vec<String>,
-    },
+    Unsubscribed { client: ClientId, topics: Vec<String> },
     /// A client was unregistered: its sockets close with 4001.
     Unregistered { client: ClientId },
     /// A topic was deleted.

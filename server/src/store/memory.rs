@@ -41,10 +41,7 @@ impl State {
     }
 
     fn check_topics_exist(&self, topics: &[String]) -> StoreResult<()> {
-        match topics
-            .iter()
-            .find(|topic| !self.topics.contains_key(*topic))
-        {
+        match topics.iter().find(|topic| !self.topics.contains_key(*topic)) {
             Some(missing) => Err(StoreError::TopicNotFound(missing.clone())),
             None => Ok(()),
         }
@@ -69,23 +66,14 @@ impl Store for MemoryStore {
         };
         let id = Uuid::new_v4();
         state.names.insert(name.clone(), id);
-        state.clients.insert(
-            id,
-            ClientRecord {
-                name: name.clone(),
-                topics: BTreeSet::new(),
-            },
-        );
+        state.clients.insert(id, ClientRecord { name: name.clone(), topics: BTreeSet::new() });
         Ok(Client { id, name })
     }
 
     async fn client(&self, id: ClientId) -> StoreResult<Client> {
         let state = self.state.read();
         let record = state.record(id)?;
-        Ok(Client {
-            id,
-            name: record.name.clone(),
-        })
+        Ok(Client { id, name: record.name.clone() })
     }
 
     async fn unregister(&self, id: ClientId) -> StoreResult<Client> {
@@ -97,10 +85,7 @@ impl Store for MemoryStore {
                 subscribers.remove(&id);
             }
         }
-        Ok(Client {
-            id,
-            name: record.name,
-        })
+        Ok(Client { id, name: record.name })
     }
 
     async fn client_count(&self) -> StoreResult<u64> {
@@ -118,10 +103,8 @@ impl Store for MemoryStore {
 
     async fn delete_topic(&self, name: &str) -> StoreResult<Vec<ClientId>> {
         let mut state = self.state.write();
-        let subscribers = state
-            .topics
-            .remove(name)
-            .ok_or_else(|| StoreError::TopicNotFound(name.to_owned()))?;
+        let subscribers =
+            state.topics.remove(name).ok_or_else(|| StoreError::TopicNotFound(name.to_owned()))?;
         for id in &subscribers {
             if let Some(record) = state.clients.get_mut(id) {
                 record.topics.remove(name);
@@ -144,10 +127,8 @@ impl Store for MemoryStore {
 
     async fn subscriber_count(&self, topic: &str) -> StoreResult<u64> {
         let state = self.state.read();
-        let subscribers = state
-            .topics
-            .get(topic)
-            .ok_or_else(|| StoreError::TopicNotFound(topic.to_owned()))?;
+        let subscribers =
+            state.topics.get(topic).ok_or_else(|| StoreError::TopicNotFound(topic.to_owned()))?;
         Ok(subscribers.len() as u64)
     }
 

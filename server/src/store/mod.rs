@@ -77,9 +77,7 @@ pub trait Store: Send + Sync + 'static {
 /// Checks a client or topic name: 1-64 of `A-Za-z0-9_.-`.
 pub fn valid_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 /// The pattern [`valid_name`] enforces, for the OpenAPI spec.

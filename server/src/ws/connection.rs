@@ -34,10 +34,7 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Store reads tried while subscription changes keep racing the connect.
 const SYNC_ATTEMPTS: usize = 8;
 
-const GOING_AWAY: CloseReason = CloseReason {
-    code: 1001,
-    reason: "server shutting down",
-};
+const GOING_AWAY: CloseReason = CloseReason { code: 1001, reason: "server shutting down" };
 
 /// How a connection ends: closed by us with a reason, or already gone.
 enum End {
@@ -49,16 +46,8 @@ pub(super) async fn run(node: Arc<Node>, client: Client, socket: Socket, setting
     let (conn, queue, generation) = node.hub.attach(client.id);
     // The id is a secret: spans carry the name and a connection number only.
     let span = tracing::info_span!("ws", conn = conn.id, client = %client.name);
-    let connection = Connection {
-        node,
-        client,
-        conn,
-        settings,
-    };
-    connection
-        .serve(socket, queue, generation)
-        .instrument(span)
-        .await;
+    let connection = Connection { node, client, conn, settings };
+    connection.serve(socket, queue, generation).instrument(span).await;
 }
 
 struct Connection {
@@ -75,10 +64,7 @@ impl Connection {
             Ok(topics) => {
                 let id = self.client.id.to_string();
                 let welcome = ServerFrame::Welcome { id: &id, topics }.to_json();
-                match self
-                    .guarded(write_batch(&mut socket, Message::text(welcome), None))
-                    .await
-                {
+                match self.guarded(write_batch(&mut socket, Message::text(welcome), None)).await {
                     Ok(()) => self.pump(&mut socket, &mut queue).await,
                     Err(end) => end,
                 }
@@ -147,32 +133,19 @@ impl Connection {
             let stored = match self.node.store.subscriptions(self.client.id).await {
                 Ok(stored) => stored,
                 Err(StoreError::UnknownClient) => {
-                    return Err(CloseReason {
-                        code: CLOSE_UNREGISTERED,
-                        reason: "unregistered",
-                    });
+                    return Err(CloseReason { code: CLOSE_UNREGISTERED, reason: "unregistered" });
                 }
                 Err(err) => {
                     tracing::warn!(%err, "cannot read subscriptions");
-                    return Err(CloseReason {
-                        code: 1013,
-                        reason: "store unavailable",
-                    });
+                    return Err(CloseReason { code: 1013, reason: "store unavailable" });
                 }
             };
-            match self
-                .node
-                .hub
-                .sync_topics(self.client.id, generation, stored)
-            {
+            match self.node.hub.sync_topics(self.client.id, generation, stored) {
                 Ok(topics) => return Ok(topics),
                 Err(newer) => generation = newer,
             }
         }
-        Err(CloseReason {
-            code: 1013,
-            reason: "subscriptions kept changing; reconnect",
-        })
+        Err(CloseReason { code: 1013, reason: "subscriptions kept changing; reconnect" })
     }
 
     /// Runs a write unless the connection is told to close, the server shuts down, or the
@@ -202,10 +175,9 @@ impl Connection {
             ClientFrame::Unsubscribe { topics, .. } => {
                 node.unsubscribe(self.client.id, topics).await
             }
-            ClientFrame::Publish { topic, data, .. } => node
-                .publish(name, Target::Topic(topic), data)
-                .await
-                .map(drop),
+            ClientFrame::Publish { topic, data, .. } => {
+                node.publish(name, Target::Topic(topic), data).await.map(drop)
+            }
             ClientFrame::Broadcast { data, .. } => {
                 node.publish(name, Target::Broadcast, data).await.map(drop)
             }
@@ -223,29 +195,15 @@ fn error_frame(
     error: &str,
     message: &str,
 ) -> String {
-    ServerFrame::Error {
-        reference,
-        error,
-        message,
-    }
-    .to_json()
+    ServerFrame::Error { reference, error, message }.to_json()
 }
 
 /// The close a read error calls for (RFC 6455 7.4.1), or none when the peer is gone.
 fn ended_by(err: WsError) -> End {
     let reason = match err {
-        WsError::Capacity(_) => CloseReason {
-            code: 1009,
-            reason: "message too big",
-        },
-        WsError::Utf8(_) => CloseReason {
-            code: 1007,
-            reason: "invalid UTF-8",
-        },
-        WsError::Protocol(_) => CloseReason {
-            code: 1002,
-            reason: "protocol error",
-        },
+        WsError::Capacity(_) => CloseReason { code: 1009, reason: "message too big" },
+        WsError::Utf8(_) => CloseReason { code: 1007, reason: "invalid UTF-8" },
+        WsError::Protocol(_) => CloseReason { code: 1002, reason: "protocol error" },
         _ => return End::Gone,
     };
     End::Close(reason)
@@ -272,10 +230,7 @@ async fn write_batch(
 /// Sends our close frame and, unless the peer is unresponsive anyway (ping timeout, slow
 /// consumer), waits briefly for its answer so the close is clean.
 async fn close(socket: &mut Socket, reason: CloseReason) {
-    let frame = CloseFrame {
-        code: reason.code.into(),
-        reason: reason.reason.into(),
-    };
+    let frame = CloseFrame { code: reason.code.into(), reason: reason.reason.into() };
     let peer_is_responsive = !matches!(reason.code, CLOSE_PING_TIMEOUT | CLOSE_SLOW_CONSUMER);
     let _ = timeout(CLOSE_TIMEOUT, async {
         if socket.send(Message::Close(Some(frame))).await.is_ok() && peer_is_responsive {

@@ -54,17 +54,12 @@ pub async fn upgrade(
     let key = handshake_key(req.headers())
         .ok_or_else(|| AppError::BadRequest("not a WebSocket upgrade request".into()))?;
     let id = Uuid::parse_str(&id).map_err(|_| AppError::Forbidden("unknown client id"))?;
-    let client = node
-        .store
-        .client(id)
-        .await
-        .map_err(|err| match AppError::from(err) {
-            AppError::UnknownClient => AppError::Forbidden("unknown client id"),
-            other => other,
-        })?;
-    let on_upgrade = req
-        .take_upgrade()
-        .map_err(|err| AppError::BadRequest(format!("cannot upgrade: {err}")))?;
+    let client = node.store.client(id).await.map_err(|err| match AppError::from(err) {
+        AppError::UnknownClient => AppError::Forbidden("unknown client id"),
+        other => other,
+    })?;
+    let on_upgrade =
+        req.take_upgrade().map_err(|err| AppError::BadRequest(format!("cannot upgrade: {err}")))?;
 
     let node = Arc::clone(&node);
     let settings = settings.clone();
@@ -87,10 +82,7 @@ pub async fn upgrade(
         .status(StatusCode::SWITCHING_PROTOCOLS)
         .header(header::CONNECTION, "upgrade")
         .header(header::UPGRADE, "websocket")
-        .header(
-            header::SEC_WEBSOCKET_ACCEPT,
-            derive_accept_key(key.as_bytes()),
-        )
+        .header(header::SEC_WEBSOCKET_ACCEPT, derive_accept_key(key.as_bytes()))
         .finish())
 }
 
@@ -101,15 +93,9 @@ fn handshake_key(headers: &HeaderMap) -> Option<&str> {
             .get_all(name)
             .iter()
             .filter_map(|value| value.to_str().ok())
-            .any(|value| {
-                value
-                    .split(',')
-                    .any(|part| part.trim().eq_ignore_ascii_case(token))
-            })
+            .any(|value| value.split(',').any(|part| part.trim().eq_ignore_ascii_case(token)))
     };
-    let version_13 = headers
-        .get(header::SEC_WEBSOCKET_VERSION)
-        .is_some_and(|v| v == "13");
+    let version_13 = headers.get(header::SEC_WEBSOCKET_VERSION).is_some_and(|v| v == "13");
     if !(has_token(header::UPGRADE, "websocket")
         && has_token(header::CONNECTION, "upgrade")
         && version_13)

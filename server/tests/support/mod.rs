@@ -37,11 +37,7 @@ impl TestServer {
         configure(&mut config);
         let running = switchboard::start(config).await.expect("server starts");
         let base = format!("http://{}", running.local_addr);
-        TestServer {
-            running: Some(running),
-            base,
-            http: reqwest::Client::new(),
-        }
+        TestServer { running: Some(running), base, http: reqwest::Client::new() }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -79,8 +75,7 @@ impl TestServer {
     }
 
     pub async fn post(&self, path: &str, key: Option<&str>, body: Value) -> (u16, Value) {
-        self.call(reqwest::Method::POST, path, key, Some(body))
-            .await
+        self.call(reqwest::Method::POST, path, key, Some(body)).await
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
@@ -99,22 +94,14 @@ impl TestServer {
         };
         let (status, body) = self.post("/register", Some(KEY), body).await;
         assert_eq!(status, 201, "register: {body}");
-        (
-            body["id"].as_str().unwrap().to_owned(),
-            body["name"].as_str().unwrap().to_owned(),
-        )
+        (body["id"].as_str().unwrap().to_owned(), body["name"].as_str().unwrap().to_owned())
     }
 
     /// Opens a WebSocket for `id` and reads the welcome; returns it with its topics.
     pub async fn connect(&self, id: &str) -> (Ws, Vec<String>) {
-        let (mut ws, _) = connect_async(self.ws_url(id))
-            .await
-            .expect("WebSocket opens");
+        let (mut ws, _) = connect_async(self.ws_url(id)).await.expect("WebSocket opens");
         match next_event(&mut ws).await {
-            ServerEvent::Welcome {
-                id: welcome_id,
-                topics,
-            } => {
+            ServerEvent::Welcome { id: welcome_id, topics } => {
                 assert_eq!(welcome_id, id);
                 (ws, topics)
             }
@@ -130,9 +117,7 @@ impl TestServer {
     }
 
     pub async fn stats(&self) -> Value {
-        let (status, body) = self
-            .call(reqwest::Method::GET, "/stats", Some(KEY), None)
-            .await;
+        let (status, body) = self.call(reqwest::Method::GET, "/stats", Some(KEY), None).await;
         assert_eq!(status, 200);
         body
     }
@@ -156,9 +141,7 @@ impl Drop for TestServer {
 pub async fn try_connect(url: &str, headers: &[(&'static str, &str)]) -> Result<Ws, u16> {
     let mut request = url.into_client_request().expect("request");
     for (name, value) in headers {
-        request
-            .headers_mut()
-            .insert(*name, HeaderValue::from_str(value).expect("header"));
+        request.headers_mut().insert(*name, HeaderValue::from_str(value).expect("header"));
     }
     match connect_async(request).await {
         Ok((ws, _)) => Ok(ws),
@@ -193,10 +176,7 @@ pub async fn next_text(ws: &mut Ws) -> String {
 /// Reads until the server closes; returns the close frame (None: closed without one).
 pub async fn close_frame(ws: &mut Ws) -> Option<CloseFrame> {
     loop {
-        match tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("the server closes in time")
-        {
+        match tokio::time::timeout(WAIT, ws.next()).await.expect("the server closes in time") {
             Some(Ok(Message::Close(frame))) => return frame,
             Some(Ok(_)) => continue,
             Some(Err(_)) | None => return None,
@@ -221,15 +201,9 @@ pub async fn assert_silent(ws: &mut Ws, window: Duration) {
 }
 
 pub async fn send_json(ws: &mut Ws, value: Value) {
-    ws.send(Message::text(value.to_string()))
-        .await
-        .expect("send");
+    ws.send(Message::text(value.to_string())).await.expect("send");
 }
 
 pub fn message(topic: Option<&str>, from: Option<&str>, data: Value) -> ServerEvent {
-    ServerEvent::Message {
-        topic: topic.map(str::to_owned),
-        from: from.map(str::to_owned),
-        data,
-    }
+    ServerEvent::Message { topic: topic.map(str::to_owned), from: from.map(str::to_owned), data }
 }
