@@ -33,8 +33,6 @@ pub enum AppError {
     PayloadTooLarge(usize),
     #[error("{0}")]
     Unavailable(String),
-    #[error("internal error: {0}")]
-    Internal(String),
 }
 
 impl AppError {
@@ -50,7 +48,6 @@ impl AppError {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
             AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -66,7 +63,6 @@ impl AppError {
             AppError::MessageTooLarge { .. } => "message_too_large",
             AppError::PayloadTooLarge(_) => "payload_too_large",
             AppError::Unavailable(_) => "unavailable",
-            AppError::Internal(_) => "internal",
         }
     }
 

@@ -287,13 +287,6 @@ impl Hub {
     pub fn connected_client_count(&self) -> usize {
         self.clients.len()
     }
-
-    /// Closes every connection with `reason` (shutdown).
-    pub fn close_all(&self, reason: CloseReason) {
-        for conn in self.conns.iter() {
-            conn.close(reason);
-        }
-    }
 }
 
 #[cfg(test)]

@@ -38,10 +38,6 @@ impl Node {
         Node { store, bus, hub, api_keys, max_message_bytes }
     }
 
-    pub fn max_message_bytes(&self) -> usize {
-        self.max_message_bytes
-    }
-
     /// Whether `key` is one of the configured API keys (compared in constant time).
     pub fn key_is_valid(&self, key: Option<&str>) -> bool {
         let Some(key) = key else { return false };

@@ -229,12 +229,6 @@ fn redact_ids(path: &str) -> String {
         .join("/")
 }
 
-impl From<StartError> for AppError {
-    fn from(err: StartError) -> Self {
-        AppError::Internal(err.to_string())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #[test]
