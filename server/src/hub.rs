@@ -42,6 +42,10 @@ pub struct CloseReason {
     pub reason: &'static str,
 }
 
+/// How a connection that does not keep up is closed.
+pub const SLOW_CONSUMER: CloseReason =
+    CloseReason { code: CLOSE_SLOW_CONSUMER, reason: "slow consumer" };
+
 /// The hub's side of one live connection: its queue and a way to close it.
 pub struct ConnHandle {
     pub id: ConnId,
@@ -64,15 +68,20 @@ impl ConnHandle {
         self.close_reason.get().copied().unwrap_or(CloseReason { code: 1000, reason: "" })
     }
 
+    /// Closes the connection with 4008 because it does not keep up (`why`); counted once.
+    pub fn close_slow_consumer(&self, stats: &HubStats, why: &'static str) {
+        if !self.closing.is_cancelled() {
+            stats.slow_consumer_closes.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(conn = self.id, "{why}: closing slow consumer");
+        }
+        self.close(SLOW_CONSUMER);
+    }
+
     fn offer(&self, frame: &Frame, stats: &HubStats) -> bool {
         match self.queue.try_send(frame.clone()) {
             Ok(()) => true,
             Err(TrySendError::Full(_)) => {
-                if !self.closing.is_cancelled() {
-                    stats.slow_consumer_closes.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(conn = self.id, "send queue full: closing slow consumer");
-                }
-                self.close(CloseReason { code: CLOSE_SLOW_CONSUMER, reason: "slow consumer" });
+                self.close_slow_consumer(stats, "send queue full");
                 false
             }
             Err(TrySendError::Closed(_)) => false,

@@ -14,7 +14,7 @@ use tracing::Instrument;
 
 use super::WsSettings;
 use crate::{
-    hub::{CloseReason, ConnHandle, ConnQueue, Target},
+    hub::{CloseReason, ConnHandle, ConnQueue, SLOW_CONSUMER, Target},
     node::Node,
     store::{Client, StoreError},
 };
@@ -156,8 +156,8 @@ impl Connection {
             reason = self.conn.closing() => Err(End::Close(reason)),
             () = self.settings.shutdown.cancelled() => Err(End::Close(GOING_AWAY)),
             () = sleep(WRITE_TIMEOUT) => {
-                self.node.hub.stats.slow_consumer_closes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                Err(End::Close(CloseReason { code: CLOSE_SLOW_CONSUMER, reason: "slow consumer" }))
+                self.conn.close_slow_consumer(&self.node.hub.stats, "write stalled");
+                Err(End::Close(SLOW_CONSUMER))
             }
         }
     }
