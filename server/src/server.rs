@@ -167,7 +167,7 @@ pub fn app(config: &Config, node: Arc<Node>, settings: WsSettings) -> impl Endpo
         .catch_all_error(|err| async move { error_response(err) })
 }
 
-/// The OpenAPI service; also used to write `openapi/openapi.json`.
+/// The OpenAPI service: operations, `/docs` and `/openapi.json`.
 pub fn api_service(api: Api) -> OpenApiService<Api, ()> {
     OpenApiService::new(api, "Switchboard", env!("CARGO_PKG_VERSION")).description(
         "Real-time messaging: register clients, hold WebSockets, fan messages out to \
