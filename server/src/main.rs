@@ -16,6 +16,12 @@ async fn main() -> ExitCode {
         LogFormat::Json => logs.json().init(),
     }
 
+    // Every WebSocket is a file: allow as many as the hard limit permits, not the soft default.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::info!("open file limit: {limit}"),
+        Err(err) => tracing::warn!("cannot raise the open file limit: {err}"),
+    }
+
     let running = match switchboard::start(config).await {
         Ok(running) => running,
         Err(err) => {
