@@ -26,4 +26,4 @@ pub mod store;
 pub mod ws;
 
 pub use config::Config;
-pub use server::{Running, StartError, start};
+pub use server::{Running, StartError, start, start_with_store};

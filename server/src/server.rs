@@ -75,7 +75,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         return Err(StartError::RedisNotSupported);
     }
     tracing::info!("store: in-memory (single node)");
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    start_with_store(config, Arc::new(MemoryStore::new())).await
+}
+
+/// Like [`start`], on a store the caller built (embedding, tests).
+pub async fn start_with_store(
+    config: Config,
+    store: Arc<dyn Store>,
+) -> Result<Running, StartError> {
     for topic in &config.topics {
         if !crate::store::valid_name(topic) {
             return Err(StartError::BadTopic(topic.clone()));

@@ -35,7 +35,18 @@ impl TestServer {
         config.api_keys = vec![KEY.into()];
         config.topics = vec!["news".into(), "sports".into()];
         configure(&mut config);
-        let running = switchboard::start(config).await.expect("server starts");
+        Self::serving(switchboard::start(config).await.expect("server starts"))
+    }
+
+    /// A server with API key [`KEY`] on the given store (no topics created).
+    pub async fn start_on(store: std::sync::Arc<dyn switchboard::store::Store>) -> Self {
+        let mut config = Config::ephemeral();
+        config.api_keys = vec![KEY.into()];
+        let running = switchboard::start_with_store(config, store).await.expect("server starts");
+        Self::serving(running)
+    }
+
+    fn serving(running: Running) -> Self {
         let base = format!("http://{}", running.local_addr);
         TestServer { running: Some(running), base, http: reqwest::Client::new() }
     }
