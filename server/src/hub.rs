@@ -15,14 +15,12 @@ use std::{
 
 use dashmap::DashMap;
 use tokio::sync::mpsc::{self, error::TrySendError};
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
 use crate::store::ClientId;
 use switchboard_protocol::{CLOSE_SLOW_CONSUMER, CLOSE_UNREGISTERED};
 
-/// One encoded server frame, shared by every recipient.
-pub type Frame = Utf8Bytes;
+pub use crate::ws::Frame;
 
 pub type ConnId = u64;
 
@@ -304,7 +302,7 @@ mod tests {
     use uuid::Uuid;
 
     fn frame(text: &str) -> Frame {
-        Frame::from(text.to_owned())
+        Frame::text(text)
     }
 
     #[tokio::test]
@@ -317,8 +315,8 @@ mod tests {
         let (_a2, mut q2, _) = hub.attach(alice);
         let (_b, mut qb, _) = hub.attach(bob);
         assert_eq!(hub.deliver(&Target::Topic("news".into()), &frame("n1")), 2);
-        assert_eq!(q1.try_recv().unwrap(), "n1");
-        assert_eq!(q2.try_recv().unwrap(), "n1");
+        assert_eq!(q1.try_recv().unwrap().payload(), b"n1");
+        assert_eq!(q2.try_recv().unwrap().payload(), b"n1");
         assert!(qb.try_recv().is_err());
         hub.subscribed(bob, &["news".into()]);
         assert_eq!(hub.deliver(&Target::Topic("news".into()), &frame("n2")), 3);
@@ -338,7 +336,7 @@ mod tests {
         let synced = hub.sync_topics(client, retry, vec!["news".into()]);
         assert_eq!(synced, Ok(vec!["news".into()]));
         assert_eq!(hub.deliver(&Target::Topic("news".into()), &frame("n")), 1);
-        assert_eq!(queue.try_recv().unwrap(), "n");
+        assert_eq!(queue.try_recv().unwrap().payload(), b"n");
         // A later read says unsubscribed: the socket stops receiving.
         assert_eq!(hub.sync_topics(client, retry, vec![]), Ok(vec![]));
         assert_eq!(hub.deliver(&Target::Topic("news".into()), &frame("n")), 0);

@@ -108,7 +108,7 @@ impl Node {
             }
         };
         // Encoded once; every recipient gets a clone of these bytes.
-        let frame = Frame::from(ServerFrame::Message { topic, from, data }.to_json());
+        let frame = Frame::text(&ServerFrame::Message { topic, from, data }.to_json());
         self.emit(Event::Deliver { target, frame }).await?;
         Ok(recipients)
     }

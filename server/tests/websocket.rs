@@ -315,3 +315,40 @@ async fn graceful_shutdown_closes_every_socket_with_1001() {
     tokio::time::timeout(WAIT, stopping).await.expect("shutdown is bounded").unwrap().unwrap();
     assert!(TcpStream::connect(addr).await.is_err(), "no longer accepting");
 }
+
+#[tokio::test]
+async fn frames_over_64_kib_arrive_intact() {
+    let server = TestServer::start_with(|c| c.max_message_bytes = 200_000).await;
+    let (_, mut ws) = server.client("alice").await;
+    for size in [125, 126, 65_535, 65_536, 150_000] {
+        let data = "d".repeat(size);
+        server.post("/broadcast", Some(KEY), json!({"message": &data})).await;
+        assert_eq!(next_event(&mut ws).await, message(None, None, json!(data)), "size {size}");
+    }
+}
+
+#[tokio::test]
+async fn a_burst_of_small_and_large_frames_arrives_complete_and_in_order() {
+    const BURST: usize = 300;
+    let server = TestServer::start().await;
+    let (reader_id, mut reader) = server.client("reader").await;
+    let (_, mut sender) = server.client("sender").await;
+    server.post("/subscribe", None, json!({"id": reader_id, "topics": ["news"]})).await;
+    let data = |i: usize| {
+        let filler = if i % 10 == 0 { 20_000 } else { i % 7 };
+        json!({"i": i, "filler": "f".repeat(filler)})
+    };
+    // Sent in one flush: the server applies them back to back, so the reader's queue fills
+    // faster than its task drains it and frames go out in batches.
+    for i in 0..BURST {
+        let frame = json!({"type": "publish", "topic": "news", "data": data(i)});
+        sender.feed(Message::text(frame.to_string())).await.unwrap();
+    }
+    sender.flush().await.unwrap();
+    for i in 0..BURST {
+        assert_eq!(next_event(&mut reader).await, message(Some("news"), Some("sender"), data(i)));
+    }
+    for _ in 0..BURST {
+        assert!(matches!(next_event(&mut sender).await, ServerEvent::Ack { .. }));
+    }
+}

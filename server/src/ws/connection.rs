@@ -1,18 +1,29 @@
 //! One WebSocket connection: a single task that drains the connection's queue in batches (one
 //! flush per batch), answers client frames, pings, and closes with the right code.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    io,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use futures_util::{SinkExt, StreamExt};
 use poem::Upgraded;
-use tokio::time::{Instant, MissedTickBehavior, interval_at, sleep, timeout};
+use tokio::{
+    io::AsyncWriteExt,
+    time::{Instant, MissedTickBehavior, interval_at, sleep, timeout},
+};
 use tokio_tungstenite::{
     WebSocketStream,
     tungstenite::{Error as WsError, Message, protocol::CloseFrame},
 };
 use tracing::Instrument;
 
-use super::WsSettings;
+use super::{Frame, WsSettings};
 use crate::{
     hub::{CloseReason, ConnHandle, ConnQueue, SLOW_CONSUMER, Target},
     node::Node,
@@ -26,6 +37,8 @@ type Socket = WebSocketStream<Upgraded>;
 
 /// Most queued frames written before one flush.
 const BATCH: usize = 64;
+/// Frames below this size are coalesced into one write; the coalesced run stays below it too.
+const COALESCE_LIMIT: usize = 16 * 1024;
 /// A write that cannot progress for this long means the peer stopped reading.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long closing (our close frame out, the peer's answer in) may take.
@@ -46,11 +59,13 @@ pub(super) async fn run(node: Arc<Node>, client: Client, socket: Socket, setting
     let (conn, queue, generation) = node.hub.attach(client.id);
     // The id is a secret: spans carry the name and a connection number only.
     let span = tracing::info_span!("ws", conn = conn.id, client = %client.name);
-    let connection = Connection { node, client, conn, settings };
+    let connection = Connection { mid_frame: AtomicBool::new(false), node, client, conn, settings };
     connection.serve(socket, queue, generation).instrument(span).await;
 }
 
 struct Connection {
+    /// Set while a delivery frame is partly written (see [`write_frames`]).
+    mid_frame: AtomicBool,
     node: Arc<Node>,
     client: Client,
     conn: Arc<ConnHandle>,
@@ -64,7 +79,7 @@ impl Connection {
             Ok(topics) => {
                 let id = self.client.id.to_string();
                 let welcome = ServerFrame::Welcome { id: &id, topics }.to_json();
-                match self.guarded(write_batch(&mut socket, Message::text(welcome), None)).await {
+                match self.guarded(send_message(&mut socket, Message::text(welcome))).await {
                     Ok(()) => self.pump(&mut socket, &mut queue).await,
                     Err(end) => end,
                 }
@@ -72,7 +87,9 @@ impl Connection {
             Err(reason) => End::Close(reason),
         };
         self.node.hub.detach(&self.conn);
-        if let End::Close(reason) = end {
+        if self.mid_frame.load(Ordering::Relaxed) {
+            tracing::debug!("a write was cut mid-frame: dropping without a close frame");
+        } else if let End::Close(reason) = end {
             tracing::debug!(code = reason.code, reason = reason.reason, "closing");
             close(&mut socket, reason).await;
         } else {
@@ -92,7 +109,8 @@ impl Connection {
                 reason = self.conn.closing() => return End::Close(reason),
                 frame = queue.recv() => match frame {
                     Some(frame) => {
-                        self.guarded(write_batch(socket, Message::Text(frame), Some(&mut *queue))).await
+                        let mid_frame = &self.mid_frame;
+                        self.guarded(write_frames(socket, frame, queue, mid_frame)).await
                     }
                     None => return End::Gone,
                 },
@@ -110,14 +128,14 @@ impl Connection {
                         Some(Ok(_)) => continue,
                         Some(Err(err)) => return ended_by(err),
                     };
-                    self.guarded(write_batch(socket, Message::text(reply), Some(&mut *queue))).await
+                    self.guarded(send_message(socket, Message::text(reply))).await
                 }
                 _ = ping.tick() => {
                     if awaiting_pong {
                         return End::Close(CloseReason { code: CLOSE_PING_TIMEOUT, reason: "ping timeout" });
                     }
                     awaiting_pong = true;
-                    self.guarded(write_batch(socket, Message::Ping(Default::default()), None)).await
+                    self.guarded(send_message(socket, Message::Ping(Default::default()))).await
                 }
             };
             if let Err(end) = written {
@@ -209,22 +227,55 @@ fn ended_by(err: WsError) -> End {
     End::Close(reason)
 }
 
-/// Writes `first` and up to [`BATCH`] frames already waiting in `queue`, then flushes once.
-async fn write_batch(
+/// Sends one message through tungstenite (welcome, ack, error, ping).
+async fn send_message(socket: &mut Socket, message: Message) -> Result<(), WsError> {
+    socket.send(message).await
+}
+
+/// Writes `first` and the frames already queued behind it (up to [`BATCH`]) straight to the
+/// socket as the bytes encoded once for every recipient. poem's upgraded IO has no vectored
+/// write, so runs of small frames are coalesced into one write; a frame that is alone or large
+/// is written from its shared bytes. `mid_frame` stays set if this future is dropped while a
+/// frame is half written: the stream is then cut and must not carry a close frame.
+async fn write_frames(
     socket: &mut Socket,
-    first: Message,
-    queue: Option<&mut ConnQueue>,
+    first: Frame,
+    queue: &mut ConnQueue,
+    mid_frame: &AtomicBool,
 ) -> Result<(), WsError> {
-    socket.feed(first).await?;
-    if let Some(queue) = queue {
-        for _ in 0..BATCH {
-            match queue.try_recv() {
-                Ok(frame) => socket.feed(Message::Text(frame)).await?,
-                Err(_) => break,
+    // Control frames tungstenite holds (a pong) go out first, never interleaved with ours.
+    socket.flush().await?;
+    let io = socket.get_mut();
+    let mut coalesced = Vec::new();
+    let mut next = Some(first);
+    let mut written = 0;
+    while let Some(frame) = next.take() {
+        written += 1;
+        next = if written < BATCH { queue.try_recv().ok() } else { None };
+        let small = frame.len() < COALESCE_LIMIT;
+        if small && (next.is_some() || !coalesced.is_empty()) {
+            coalesced.extend_from_slice(frame.as_bytes());
+            if next.is_none() || coalesced.len() >= COALESCE_LIMIT {
+                write_whole(io, &coalesced, mid_frame).await?;
+                coalesced.clear();
             }
+        } else {
+            if !coalesced.is_empty() {
+                write_whole(io, &coalesced, mid_frame).await?;
+                coalesced.clear();
+            }
+            write_whole(io, frame.as_bytes(), mid_frame).await?;
         }
     }
-    socket.flush().await
+    io.flush().await?;
+    Ok(())
+}
+
+async fn write_whole(io: &mut Upgraded, bytes: &[u8], mid_frame: &AtomicBool) -> io::Result<()> {
+    mid_frame.store(true, Ordering::Relaxed);
+    io.write_all(bytes).await?;
+    mid_frame.store(false, Ordering::Relaxed);
+    Ok(())
 }
 
 /// Sends our close frame and, unless the peer is unresponsive anyway (ping timeout, slow

@@ -3,6 +3,9 @@
 //! bytes (poem's own WebSocket type would copy each payload per recipient).
 
 mod connection;
+mod frame;
+
+pub use frame::Frame;
 
 use std::{sync::Arc, time::Duration};
 
