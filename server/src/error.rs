@@ -66,6 +66,15 @@ impl AppError {
         }
     }
 
+    /// Where the id is the credential (subscribe, WebSocket upgrade), an unknown id is a refusal
+    /// (403), not a conflict.
+    pub fn unknown_client_forbidden(self) -> Self {
+        match self {
+            AppError::UnknownClient => AppError::Forbidden("unknown client id"),
+            other => other,
+        }
+    }
+
     pub fn body(&self) -> ErrorBody {
         ErrorBody { error: self.code().to_owned(), message: self.to_string() }
     }

@@ -195,7 +195,7 @@ impl Api {
         body: Json<SubscriptionRequest>,
     ) -> ApiResult<Accepted, SubscriptionErrors> {
         let result = self.node.subscribe(body.0.id, body.0.topics).await;
-        result.map_err(subscription_error)?;
+        result.map_err(AppError::unknown_client_forbidden)?;
         Ok(Accepted::Accepted)
     }
 
@@ -211,7 +211,7 @@ impl Api {
         body: Json<SubscriptionRequest>,
     ) -> ApiResult<Accepted, SubscriptionErrors> {
         let result = self.node.unsubscribe(body.0.id, body.0.topics).await;
-        result.map_err(subscription_error)?;
+        result.map_err(AppError::unknown_client_forbidden)?;
         Ok(Accepted::Accepted)
     }
 
@@ -306,14 +306,6 @@ impl Api {
         let from = sender.as_ref().map(|client| client.name.as_str());
         let recipients = self.node.publish(from, target, &data).await?;
         Ok(Json(Recipients { recipients }))
-    }
-}
-
-/// An unknown id is not a conflict here but a refusal: the id is the credential.
-fn subscription_error(err: AppError) -> AppError {
-    match err {
-        AppError::UnknownClient => AppError::Forbidden("unknown client id"),
-        other => other,
     }
 }
 

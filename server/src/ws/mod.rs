@@ -57,10 +57,11 @@ pub async fn upgrade(
     let key = handshake_key(req.headers())
         .ok_or_else(|| AppError::BadRequest("not a WebSocket upgrade request".into()))?;
     let id = Uuid::parse_str(&id).map_err(|_| AppError::Forbidden("unknown client id"))?;
-    let client = node.store.client(id).await.map_err(|err| match AppError::from(err) {
-        AppError::UnknownClient => AppError::Forbidden("unknown client id"),
-        other => other,
-    })?;
+    let client = node
+        .store
+        .client(id)
+        .await
+        .map_err(|err| AppError::from(err).unknown_client_forbidden())?;
     let on_upgrade =
         req.take_upgrade().map_err(|err| AppError::BadRequest(format!("cannot upgrade: {err}")))?;
 
