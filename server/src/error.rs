@@ -139,6 +139,11 @@ pub fn error_response(err: poem::Error) -> Response {
         s if s.is_server_error() => "internal",
         _ => "error",
     };
+    // poem-openapi names path parameters by position internally (`param0`); keep the reason.
+    if let Some(path) = err.downcast_ref::<poem_openapi::error::ParsePathError>() {
+        let message = format!("invalid path parameter: {}", path.reason);
+        return json_error(status, &ErrorBody { error: "bad_request".to_owned(), message });
+    }
     let message = match err.to_string() {
         text if text.is_empty() => status.canonical_reason().unwrap_or("error").to_owned(),
         text => text,

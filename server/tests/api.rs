@@ -40,6 +40,17 @@ async fn register() {
         .http
         .post(server.url("/register"))
         .header("X-Api-Key", KEY)
+        .body(r#"{"name": "carol"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 415, "no Content-Type");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(error_code(&body), "unsupported_media_type");
+    let response = server
+        .http
+        .post(server.url("/register"))
+        .header("X-Api-Key", KEY)
         .header("content-type", "application/json")
         .body("{not json")
         .send()
@@ -70,6 +81,11 @@ async fn unregister() {
     assert_eq!((status, error_code(&body)), (409, "unknown_client"), "already gone");
     let (status, body) = server.delete("/register/not-a-uuid", None).await;
     assert_eq!((status, error_code(&body)), (400, "bad_request"));
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("invalid path parameter") && !message.contains("param0"),
+        "{message}"
+    );
     // The name is free again.
     server.register(Some("alice")).await;
 }
@@ -95,6 +111,8 @@ async fn broadcast() {
     assert_eq!((status, error_code(&body)), (409, "unknown_client"));
     let (status, body) = server.post("/broadcast", Some(KEY), json!({"nothing": 1})).await;
     assert_eq!((status, error_code(&body)), (400, "bad_request"), "message is required");
+    let (status, _) = server.post("/broadcast", Some(KEY), json!({"message": null})).await;
+    assert_eq!(status, 200, "null is a JSON value like any other");
     let big = "x".repeat(70_000);
     let (status, body) = server.post("/broadcast", Some(KEY), json!({"message": big})).await;
     assert_eq!((status, error_code(&body)), (413, "message_too_large"));

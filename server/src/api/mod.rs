@@ -36,22 +36,24 @@ enum Tag {
 
 error_statuses!(RegisterErrors:
     400 "Bad body or name", 403 "Missing or wrong API key", 409 "Name already registered",
-    503 "Store unavailable");
+    415 "Body is not application/json", 503 "Store unavailable");
 error_statuses!(UnregisterErrors:
     400 "Malformed id", 409 "Unknown id", 503 "Store unavailable");
 error_statuses!(BroadcastErrors:
     400 "Bad body", 403 "Neither a valid API key nor a sender id", 409 "Unknown sender id",
-    413 "Message over the size limit", 503 "Store unavailable");
+    413 "Message or body over the size limit", 415 "Body is not application/json",
+    503 "Store unavailable");
 error_statuses!(PublishErrors:
     400 "Bad body", 403 "Neither a valid API key nor a sender id", 404 "Topic does not exist",
-    409 "Unknown sender id", 413 "Message over the size limit", 503 "Store unavailable");
+    409 "Unknown sender id", 413 "Message or body over the size limit",
+    415 "Body is not application/json", 503 "Store unavailable");
 error_statuses!(SubscriptionErrors:
     400 "Bad body", 403 "Unknown client id", 404 "A topic does not exist (nothing was applied)",
-    503 "Store unavailable");
+    415 "Body is not application/json", 503 "Store unavailable");
 error_statuses!(ListErrors: 503 "Store unavailable");
 error_statuses!(CreateTopicErrors:
     400 "Bad body or topic name", 403 "Missing or wrong API key", 409 "Topic exists",
-    503 "Store unavailable");
+    415 "Body is not application/json", 503 "Store unavailable");
 error_statuses!(DeleteTopicErrors:
     403 "Missing or wrong API key", 404 "Topic does not exist", 503 "Store unavailable");
 error_statuses!(StatsErrors: 403 "Missing or wrong API key");
@@ -114,12 +116,9 @@ impl Api {
     }
 }
 
-/// The message of a send request, checked and encoded once.
-fn message_json(message: &serde_json::Value) -> Result<Box<RawValue>, AppError> {
-    if message.is_null() {
-        return Err(AppError::BadRequest("`message` is required and may not be null".into()));
-    }
-    to_raw_value(message).map_err(|err| AppError::BadRequest(err.to_string()))
+/// The message of a send request, encoded once.
+fn message_json(message: &Message) -> Result<Box<RawValue>, AppError> {
+    to_raw_value(&message.0).map_err(|err| AppError::BadRequest(err.to_string()))
 }
 
 #[OpenApi]
@@ -149,14 +148,9 @@ impl Api {
         operation_id = "unregister",
         tag = "Tag::Clients"
     )]
-    async fn unregister(
-        &self,
-        id: Path<String>,
-    ) -> ApiResult<Json<Unregistered>, UnregisterErrors> {
-        let id = Uuid::parse_str(&id.0)
-            .map_err(|_| AppError::BadRequest(format!("`{}` is not a client id (a UUID)", id.0)))?;
-        let closed = self.node.unregister(id).await?;
-        Ok(Json(Unregistered { id, closed_connections: closed as u64 }))
+    async fn unregister(&self, id: Path<Uuid>) -> ApiResult<Json<Unregistered>, UnregisterErrors> {
+        let closed = self.node.unregister(id.0).await?;
+        Ok(Json(Unregistered { id: id.0, closed_connections: closed as u64 }))
     }
 
     /// Broadcast to every connected socket

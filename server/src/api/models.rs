@@ -1,6 +1,13 @@
 //! Request and response bodies of the HTTP API, as they appear in the OpenAPI spec.
 
-use poem_openapi::Object;
+use std::borrow::Cow;
+
+use poem_openapi::{
+    Object,
+    registry::{MetaSchema, MetaSchemaRef},
+    types::{ParseError, ParseFromJSON, ParseResult, ToJSON, Type},
+};
+use serde_json::Value;
 use uuid::Uuid;
 
 #[derive(Debug, Object)]
@@ -30,8 +37,47 @@ pub struct Unregistered {
 pub struct SendRequest {
     /// Sender id. Without it the X-Api-Key header is required and `from` is null.
     pub id: Option<Uuid>,
-    /// Any JSON value but null; delivered as the `data` of each message frame.
-    pub message: serde_json::Value,
+    /// Any JSON value (null included); delivered as the `data` of each message frame.
+    pub message: Message,
+}
+
+/// A message: any JSON value, null included. Unlike a plain `serde_json::Value` field, a
+/// missing `message` is refused instead of being read as null.
+#[derive(Debug, Clone)]
+pub struct Message(pub Value);
+
+impl Type for Message {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = Value;
+    type RawElementValueType = Value;
+
+    fn name() -> Cow<'static, str> {
+        "any".into()
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        MetaSchemaRef::Inline(Box::new(MetaSchema::ANY))
+    }
+
+    fn as_raw_value(&self) -> Option<&Value> {
+        Some(&self.0)
+    }
+
+    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Value> + 'a> {
+        Box::new(self.as_raw_value().into_iter())
+    }
+}
+
+impl ParseFromJSON for Message {
+    fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
+        value.map(Message).ok_or_else(|| ParseError::custom("`message` is required"))
+    }
+}
+
+impl ToJSON for Message {
+    fn to_json(&self) -> Option<Value> {
+        Some(self.0.clone())
+    }
 }
 
 #[derive(Debug, Object)]
