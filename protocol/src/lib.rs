@@ -41,10 +41,18 @@ struct WireClientFrame<'a> {
     kind: Option<&'a str>,
     topics: Option<Vec<String>>,
     topic: Option<String>,
-    #[serde(borrow)]
+    /// `null` is data like any other; only a missing field is `None`.
+    #[serde(default, borrow, deserialize_with = "present")]
     data: Option<&'a RawValue>,
     #[serde(rename = "ref", borrow)]
     reference: Option<&'a RawValue>,
+}
+
+/// Reads a field that is present, `null` included (plain `Option` would read `null` as absent).
+fn present<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(deserializer).map(Some)
 }
 
 impl<'a> ClientFrame<'a> {
@@ -212,6 +220,11 @@ mod tests {
             ClientFrame::parse(r#"{"type":"ping"}"#),
             Ok(ClientFrame::Ping { reference: None })
         ));
+        let f = ClientFrame::parse(r#"{"type":"broadcast","data":null}"#).unwrap();
+        assert!(
+            matches!(f, ClientFrame::Broadcast { data, .. } if data.get() == "null"),
+            "null is data"
+        );
     }
 
     #[test]
