@@ -40,12 +40,42 @@ impl State {
         self.clients.get(&id).ok_or(StoreError::UnknownClient)
     }
 
-    fn check_topics_exist(&self, topics: &[String]) -> StoreResult<()> {
-        match topics.iter().find(|topic| !self.topics.contains_key(*topic)) {
-            Some(missing) => Err(StoreError::TopicNotFound(missing.clone())),
-            None => Ok(()),
+    /// Applies the change to every topic, or (unknown client, missing topic) to none.
+    fn change_subscriptions(
+        &mut self,
+        id: ClientId,
+        topics: &[String],
+        change: Change,
+    ) -> StoreResult<()> {
+        let record = self.clients.get_mut(&id).ok_or(StoreError::UnknownClient)?;
+        if let Some(missing) = topics.iter().find(|topic| !self.topics.contains_key(*topic)) {
+            return Err(StoreError::TopicNotFound(missing.clone()));
         }
+        for topic in topics {
+            let subscribers = self.topics.get_mut(topic);
+            match change {
+                Change::Subscribe => {
+                    if let Some(subscribers) = subscribers {
+                        subscribers.insert(id);
+                    }
+                    record.topics.insert(topic.clone());
+                }
+                Change::Unsubscribe => {
+                    if let Some(subscribers) = subscribers {
+                        subscribers.remove(&id);
+                    }
+                    record.topics.remove(topic);
+                }
+            }
+        }
+        Ok(())
     }
+}
+
+#[derive(Clone, Copy)]
+enum Change {
+    Subscribe,
+    Unsubscribe,
 }
 
 #[async_trait]
@@ -133,35 +163,11 @@ impl Store for MemoryStore {
     }
 
     async fn subscribe(&self, id: ClientId, topics: &[String]) -> StoreResult<()> {
-        let mut state = self.state.write();
-        state.record(id)?;
-        state.check_topics_exist(topics)?;
-        for topic in topics {
-            if let Some(subscribers) = state.topics.get_mut(topic) {
-                subscribers.insert(id);
-            }
-        }
-        if let Some(record) = state.clients.get_mut(&id) {
-            record.topics.extend(topics.iter().cloned());
-        }
-        Ok(())
+        self.state.write().change_subscriptions(id, topics, Change::Subscribe)
     }
 
     async fn unsubscribe(&self, id: ClientId, topics: &[String]) -> StoreResult<()> {
-        let mut state = self.state.write();
-        state.record(id)?;
-        state.check_topics_exist(topics)?;
-        for topic in topics {
-            if let Some(subscribers) = state.topics.get_mut(topic) {
-                subscribers.remove(&id);
-            }
-        }
-        if let Some(record) = state.clients.get_mut(&id) {
-            for topic in topics {
-                record.topics.remove(topic);
-            }
-        }
-        Ok(())
+        self.state.write().change_subscriptions(id, topics, Change::Unsubscribe)
     }
 
     async fn subscriptions(&self, id: ClientId) -> StoreResult<Vec<String>> {
