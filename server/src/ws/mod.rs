@@ -1,6 +1,7 @@
-//! The WebSocket transport: `GET /ws/{id}` checks the id before upgrading, answers the handshake
-//! itself and runs the connection on tokio-tungstenite directly, whose messages share their
-//! bytes (poem's own WebSocket type would copy each payload per recipient).
+//! The WebSocket transport: `GET /ws/{id}` checks the id before upgrading and answers the
+//! handshake itself, so the connection runs on the raw upgraded socket: tokio-tungstenite reads
+//! and sends control frames, while deliveries go out as [`Frame`]s encoded once for every
+//! recipient (poem's own WebSocket type would copy each payload per recipient).
 
 mod connection;
 mod frame;
