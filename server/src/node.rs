@@ -108,7 +108,8 @@ impl Node {
             }
         };
         // Encoded once; every recipient gets a clone of these bytes.
-        let frame = Frame::text(&ServerFrame::Message { topic, from, data }.to_json());
+        let frame = Frame::json(&ServerFrame::Message { topic, from, data })
+            .map_err(|err| AppError::BadRequest(format!("cannot encode the message: {err}")))?;
         self.emit(Event::Deliver { target, frame }).await?;
         Ok(recipients)
     }

@@ -3,31 +3,59 @@
 //! [`Frame`] (a reference-count bump) and the connection writes those bytes as they are.
 
 use bytes::Bytes;
+use serde::Serialize;
+
+/// FIN bit and the text opcode: one complete text frame.
+const FIN_TEXT: u8 = 0x80 | 0x1;
+/// The longest header of an unmasked frame: opcode byte, length marker, 64-bit length.
+const MAX_HEADER: usize = 10;
 
 /// One complete WebSocket text frame (FIN, opcode, length, payload), shared by every recipient.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Frame(Bytes);
 
 impl Frame {
-    /// Encodes `payload` as a single final text frame.
+    /// Encodes `payload` as a single final text frame (tests build frames from text).
+    #[cfg(test)]
     pub fn text(payload: &str) -> Frame {
-        const FIN_TEXT: u8 = 0x80 | 0x1;
-        let len = payload.len();
-        let mut bytes = Vec::with_capacity(len + 10);
-        bytes.push(FIN_TEXT);
-        match len {
-            0..=125 => bytes.push(len as u8),
+        let mut bytes = vec![0; MAX_HEADER];
+        bytes.extend_from_slice(payload.as_bytes());
+        Frame::framed(bytes)
+    }
+
+    /// Serializes `value` as JSON straight into a text frame: one buffer, no intermediate
+    /// string, whatever the payload's size.
+    pub fn json(value: &impl Serialize) -> serde_json::Result<Frame> {
+        let mut bytes = vec![0; MAX_HEADER];
+        serde_json::to_writer(&mut bytes, value)?;
+        Ok(Frame::framed(bytes))
+    }
+
+    /// Writes the header into the room left before the payload at `bytes[MAX_HEADER..]` and
+    /// shares the frame from where its header starts.
+    fn framed(mut bytes: Vec<u8>) -> Frame {
+        let len = bytes.len() - MAX_HEADER;
+        let mut header = [0u8; MAX_HEADER];
+        header[0] = FIN_TEXT;
+        let header_len = match len {
+            0..=125 => {
+                header[1] = len as u8;
+                2
+            }
             126..=0xFFFF => {
-                bytes.push(126);
-                bytes.extend_from_slice(&(len as u16).to_be_bytes());
+                header[1] = 126;
+                header[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+                4
             }
             _ => {
-                bytes.push(127);
-                bytes.extend_from_slice(&(len as u64).to_be_bytes());
+                header[1] = 127;
+                header[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+                10
             }
-        }
-        bytes.extend_from_slice(payload.as_bytes());
-        Frame(Bytes::from(bytes))
+        };
+        let start = MAX_HEADER - header_len;
+        bytes[start..MAX_HEADER].copy_from_slice(&header[..header_len]);
+        Frame(Bytes::from(bytes).slice(start..))
     }
 
     /// The frame as it goes on the wire.
@@ -74,6 +102,9 @@ mod tests {
                 .unwrap();
             assert_eq!(ours.as_bytes(), theirs.as_slice(), "length {len}");
             assert_eq!(ours.payload(), payload.as_bytes());
+            let json = Frame::json(&payload).unwrap();
+            assert_eq!(json.payload(), format!("\"{payload}\"").as_bytes(), "length {len}");
+            assert_eq!(json, Frame::text(&format!("\"{payload}\"")));
         }
     }
 }
