@@ -352,3 +352,30 @@ async fn a_burst_of_small_and_large_frames_arrives_complete_and_in_order() {
         assert!(matches!(next_event(&mut sender).await, ServerEvent::Ack { .. }));
     }
 }
+
+#[tokio::test]
+async fn client_pings_are_answered_between_deliveries() {
+    use futures_util::StreamExt;
+    let server = TestServer::start().await;
+    let (_, mut ws) = server.client("alice").await;
+    for round in 0..20 {
+        ws.send(Message::Ping(format!("p{round}").into_bytes().into())).await.unwrap();
+        server.post("/broadcast", Some(KEY), json!({"message": round})).await;
+        let (mut pong, mut delivered) = (false, false);
+        while !(pong && delivered) {
+            let frame = tokio::time::timeout(WAIT, ws.next()).await.unwrap().unwrap().unwrap();
+            match frame {
+                Message::Pong(payload) => {
+                    assert_eq!(&payload[..], format!("p{round}").as_bytes());
+                    pong = true;
+                }
+                Message::Text(text) => {
+                    let event = ServerEvent::parse(&text).unwrap();
+                    assert_eq!(event, message(None, None, json!(round)));
+                    delivered = true;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+}

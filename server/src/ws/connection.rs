@@ -102,6 +102,9 @@ impl Connection {
         let mut ping = interval_at(Instant::now() + period, period);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut awaiting_pong = false;
+        // tungstenite holds output of its own only after reading a ping (the pong) or a close
+        // (the reply); our sends through it always flush fully.
+        let mut control_pending = false;
         loop {
             let written = tokio::select! {
                 biased;
@@ -109,8 +112,9 @@ impl Connection {
                 reason = self.conn.closing() => return End::Close(reason),
                 frame = queue.recv() => match frame {
                     Some(frame) => {
-                        let mid_frame = &self.mid_frame;
-                        self.guarded(write_frames(socket, frame, queue, mid_frame)).await
+                        let flush_control = std::mem::take(&mut control_pending);
+                        let frames = write_frames(socket, frame, queue, flush_control, &self.mid_frame);
+                        self.guarded(frames).await
                     }
                     None => return End::Gone,
                 },
@@ -125,6 +129,10 @@ impl Connection {
                             "binary frames are not part of the protocol; send JSON text",
                         ),
                         // Pings are answered and close frames acknowledged by tungstenite.
+                        Some(Ok(Message::Ping(_) | Message::Close(_))) => {
+                            control_pending = true;
+                            continue;
+                        }
                         Some(Ok(_)) => continue,
                         Some(Err(err)) => return ended_by(err),
                     };
@@ -235,16 +243,19 @@ async fn send_message(socket: &mut Socket, message: Message) -> Result<(), WsErr
 /// Writes `first` and the frames already queued behind it (up to [`BATCH`]) straight to the
 /// socket as the bytes encoded once for every recipient. poem's upgraded IO has no vectored
 /// write, so runs of small frames are coalesced into one write; a frame that is alone or large
-/// is written from its shared bytes. `mid_frame` stays set if this future is dropped while a
+/// is written from its shared bytes. With `flush_control`, tungstenite's pending control frames
+/// go out first so they never interleave with ours. `mid_frame` stays set if this future is dropped while a
 /// frame is half written: the stream is then cut and must not carry a close frame.
 async fn write_frames(
     socket: &mut Socket,
     first: Frame,
     queue: &mut ConnQueue,
+    flush_control: bool,
     mid_frame: &AtomicBool,
 ) -> Result<(), WsError> {
-    // Control frames tungstenite holds (a pong) go out first, never interleaved with ours.
-    socket.flush().await?;
+    if flush_control {
+        socket.flush().await?;
+    }
     let io = socket.get_mut();
     let mut coalesced = Vec::new();
     let mut next = Some(first);
