@@ -11,6 +11,7 @@
 //! - [`hub`]: this node's live sockets (sharded) and the fan-out of one encoded frame.
 //! - [`store`]: registrations, names, topics, subscriptions: a trait and its stores.
 //! - [`bus`]: events for the other nodes of a cluster.
+//! - [`redis_pool`]: the Redis connections of a cluster member (command pool, pub/sub).
 //! - [`error`]: typed errors and the one place they become JSON error answers.
 //!
 //! Embedding (as the tests do): `switchboard::start(Config::ephemeral()).await`.
@@ -21,6 +22,7 @@ pub mod config;
 pub mod error;
 pub mod hub;
 pub mod node;
+pub mod redis_pool;
 pub mod server;
 pub mod store;
 pub mod ws;

@@ -1,9 +1,14 @@
 //! The store conformance suite: the behaviour every `Store` must have, written once.
 //!
 //! `conformance_suite!(module, factory)` expands to one test per check; `factory` is an async
-//! block that yields a fresh, empty store. Add a line at the bottom for every new store.
+//! block that yields a fresh, empty store and whatever must live as long as the test (the
+//! Redis store's own `redis-server`). Add a line at the bottom for every new store.
+
+mod support;
 
 use std::sync::Arc;
+
+use support::redis_server::RedisServer;
 
 use switchboard::store::{ClientId, Store, StoreError, TopicInfo};
 
@@ -138,11 +143,19 @@ macro_rules! conformance_suite {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $check() {
-                let store: DynStore = $factory.await;
+                let (store, _keep_alive): (DynStore, _) = $factory.await;
                 super::$check(store).await;
             }
         )+
     };
 }
 
-conformance_suite!(memory, async { Arc::new(switchboard::store::MemoryStore::new()) });
+conformance_suite!(memory, async {
+    (Arc::new(switchboard::store::MemoryStore::new()) as DynStore, ())
+});
+
+conformance_suite!(redis, async {
+    let server = RedisServer::start().await;
+    let pool = switchboard::redis_pool::RedisPool::new(&server.url()).expect("valid URL");
+    (Arc::new(switchboard::store::RedisStore::new(pool, "conformance:")) as DynStore, server)
+});

@@ -5,10 +5,12 @@
 //! one of which does not exist, changes nothing.
 
 mod memory;
+mod redis;
 
 use async_trait::async_trait;
 use uuid::Uuid;
 
+pub use self::redis::RedisStore;
 pub use memory::MemoryStore;
 
 /// A client's id: a v4 UUID, and a bearer secret.

@@ -1,6 +1,8 @@
 //! Test support: a real server on an ephemeral port, a real HTTP client, real WebSockets.
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod redis_server;
+
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};

@@ -1,0 +1,161 @@
+//! The connections a cluster member holds to Redis: a bb8 pool of multiplexed connections for
+//! commands (shared by the Redis store and bus), and dedicated pub/sub connections on demand.
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use bb8::{ErrorSink, ManageConnection, Pool, RunError};
+use bb8_redis::RedisConnectionManager;
+use parking_lot::Mutex;
+use redis::{
+    Client, Cmd, FromRedisValue, RedisError, ScriptInvocation,
+    aio::{MultiplexedConnection, PubSub},
+};
+
+/// Pooled connections: each is multiplexed, so a few carry every concurrent request.
+const POOL_SIZE: u32 = 8;
+/// How long a request waits for a pooled connection before answering 503 (Redis down).
+const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long opening a pub/sub connection may take.
+const PUBSUB_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why Redis could not serve a request; the text says what failed, for the 503 body and logs.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("redis: {0}")]
+pub struct RedisUnavailable(pub String);
+
+impl From<RedisError> for RedisUnavailable {
+    fn from(err: RedisError) -> Self {
+        RedisUnavailable(err.to_string())
+    }
+}
+
+/// A pooled connection and whether a command on it failed in a way that leaves it unusable.
+pub struct Tracked {
+    conn: MultiplexedConnection,
+    broken: bool,
+}
+
+/// bb8-redis's manager, plus dropping connections seen broken: a multiplexed connection never
+/// recovers once its socket died (Redis restarted), and testing each checkout with a PING would
+/// double the commands per request.
+struct Manager(RedisConnectionManager);
+
+impl ManageConnection for Manager {
+    type Connection = Tracked;
+    type Error = RedisError;
+
+    async fn connect(&self) -> Result<Tracked, RedisError> {
+        Ok(Tracked { conn: self.0.connect().await?, broken: false })
+    }
+
+    async fn is_valid(&self, conn: &mut Tracked) -> Result<(), RedisError> {
+        self.0.is_valid(&mut conn.conn).await
+    }
+
+    fn has_broken(&self, conn: &mut Tracked) -> bool {
+        conn.broken
+    }
+}
+
+/// Keeps the last connect failure, so a checkout that times out can say why.
+#[derive(Debug, Clone, Default)]
+struct LastError(Arc<Mutex<Option<String>>>);
+
+impl ErrorSink<RedisError> for LastError {
+    fn sink(&self, error: RedisError) {
+        tracing::debug!(%error, "redis connection failed");
+        *self.0.lock() = Some(error.to_string());
+    }
+
+    fn boxed_clone(&self) -> Box<dyn ErrorSink<RedisError>> {
+        Box::new(self.clone())
+    }
+}
+
+/// The command pool and the client that opens pub/sub connections. Cheap to clone.
+#[derive(Clone)]
+pub struct RedisPool {
+    pool: Pool<Manager>,
+    client: Client,
+    last_error: LastError,
+}
+
+impl fmt::Debug for RedisPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisPool").field("server", &self.server()).finish()
+    }
+}
+
+impl RedisPool {
+    /// Parses `url` and prepares the pool; connects lazily, so a node starts while Redis is down.
+    pub fn new(url: &str) -> Result<Self, RedisError> {
+        let client = Client::open(url)?;
+        let last_error = LastError::default();
+        let pool = Pool::builder()
+            .max_size(POOL_SIZE)
+            .test_on_check_out(false)
+            .connection_timeout(CHECKOUT_TIMEOUT)
+            .error_sink(Box::new(last_error.clone()))
+            .build_unchecked(Manager(RedisConnectionManager::new(url)?));
+        Ok(RedisPool { pool, client, last_error })
+    }
+
+    /// The server's address, without credentials (for logs).
+    pub fn server(&self) -> String {
+        self.client.get_connection_info().addr().to_string()
+    }
+
+    /// Runs one command.
+    pub async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, RedisUnavailable> {
+        let mut conn = self.checkout().await?;
+        let result = cmd.query_async(&mut conn.conn).await;
+        Self::settle(&mut conn, result)
+    }
+
+    /// Runs a Lua script (EVALSHA, loading it first where Redis does not know it yet).
+    pub async fn invoke<T: FromRedisValue>(
+        &self,
+        script: &ScriptInvocation<'_>,
+    ) -> Result<T, RedisUnavailable> {
+        let mut conn = self.checkout().await?;
+        let result = script.invoke_async(&mut conn.conn).await;
+        Self::settle(&mut conn, result)
+    }
+
+    /// Opens a dedicated pub/sub connection (pooled connections cannot SUBSCRIBE).
+    pub async fn pubsub(&self) -> Result<PubSub, RedisUnavailable> {
+        match tokio::time::timeout(PUBSUB_CONNECT_TIMEOUT, self.client.get_async_pubsub()).await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(RedisUnavailable("timed out opening a pub/sub connection".into())),
+        }
+    }
+
+    async fn checkout(&self) -> Result<bb8::PooledConnection<'_, Manager>, RedisUnavailable> {
+        self.pool.get().await.map_err(|err| match err {
+            RunError::User(err) => err.into(),
+            RunError::TimedOut => {
+                let last = self.last_error.0.lock().clone();
+                RedisUnavailable(match last {
+                    Some(last) => format!("no connection to {} ({last})", self.server()),
+                    None => {
+                        format!("no connection to {} within {CHECKOUT_TIMEOUT:?}", self.server())
+                    }
+                })
+            }
+        })
+    }
+
+    /// Marks the connection for dropping when the failure means its socket is gone or stuck.
+    fn settle<T>(conn: &mut Tracked, result: Result<T, RedisError>) -> Result<T, RedisUnavailable> {
+        result.map_err(|err| {
+            if err.is_io_error()
+                || err.is_connection_dropped()
+                || err.is_timeout()
+                || err.is_unrecoverable_error()
+            {
+                conn.broken = true;
+            }
+            err.into()
+        })
+    }
+}
