@@ -57,10 +57,15 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
-    /// Redis URL for running several nodes as one (not supported yet: the server refuses to
-    /// start with it rather than silently running alone).
+    /// Redis URL (redis://[:password@]host:port[/db]): the node keeps its records in Redis and
+    /// joins every other node on it, as one service. Without it: the in-memory store, one node.
     #[arg(long, env = "SWITCHBOARD_REDIS_URL")]
     pub redis_url: Option<String>,
+
+    /// Prefix of every Redis key and pub/sub channel; nodes with the same Redis and prefix form
+    /// one cluster.
+    #[arg(long, env = "SWITCHBOARD_REDIS_PREFIX", default_value = "switchboard:")]
+    pub redis_prefix: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -126,6 +131,7 @@ mod tests {
             "SHUTDOWN_TIMEOUT",
             "LOG_FORMAT",
             "REDIS_URL",
+            "REDIS_PREFIX",
         ] {
             assert!(help.contains(&format!("SWITCHBOARD_{var}")), "--help names SWITCHBOARD_{var}");
         }

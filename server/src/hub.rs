@@ -285,6 +285,26 @@ impl Hub {
         }
     }
 
+    /// Whether the client has a live connection on this node.
+    pub fn has_client(&self, client: ClientId) -> bool {
+        self.clients.contains_key(&client)
+    }
+
+    /// The clients with a live connection here.
+    pub fn client_ids(&self) -> Vec<ClientId> {
+        self.clients.iter().map(|entry| *entry.key()).collect()
+    }
+
+    /// Whether a live connection here is subscribed to the topic.
+    pub fn has_topic(&self, topic: &str) -> bool {
+        self.topics.contains_key(topic)
+    }
+
+    /// The topics live connections here are subscribed to.
+    pub fn topic_names(&self) -> Vec<String> {
+        self.topics.iter().map(|entry| entry.key().clone()).collect()
+    }
+
     /// Live connections on this node.
     pub fn connection_count(&self) -> usize {
         self.conns.len()

@@ -10,7 +10,7 @@ use crate::{
     bus::{Bus, BusError, Event},
     error::AppError,
     hub::{Frame, Hub, Target},
-    store::{Client, ClientId, Store, TopicInfo, valid_name},
+    store::{Client, ClientId, Store, StoreError, TopicInfo, valid_name},
 };
 
 pub struct Node {
@@ -19,6 +19,8 @@ pub struct Node {
     pub hub: Hub,
     api_keys: Vec<String>,
     max_message_bytes: usize,
+    /// Topics that exist from the start (`--topic`), restored whenever the store comes back.
+    configured_topics: Vec<String>,
 }
 
 impl From<BusError> for AppError {
@@ -34,8 +36,20 @@ impl Node {
         hub: Hub,
         api_keys: Vec<String>,
         max_message_bytes: usize,
+        configured_topics: Vec<String>,
     ) -> Self {
-        Node { store, bus, hub, api_keys, max_message_bytes }
+        Node { store, bus, hub, api_keys, max_message_bytes, configured_topics }
+    }
+
+    /// Creates the configured topics that do not exist.
+    pub async fn create_configured_topics(&self) -> Result<(), StoreError> {
+        for topic in &self.configured_topics {
+            match self.store.create_topic(topic).await {
+                Ok(()) | Err(StoreError::TopicExists(_)) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(())
     }
 
     /// Whether `key` is one of the configured API keys (compared in constant time).
@@ -81,8 +95,15 @@ impl Node {
         Ok(self.store.register(name).await?)
     }
 
-    /// Unregisters the client and closes its sockets (4001); returns how many were closed on
-    /// this node.
+    /// Closes (4001) the sockets here of clients the store no longer knows: after an outage,
+    /// Redis may have come back empty. Returns how many were closed.
+    pub async fn close_unknown_clients(&self) -> Result<usize, StoreError> {
+        let unknown = self.store.unknown_clients(&self.hub.client_ids()).await?;
+        Ok(unknown.into_iter().map(|client| self.hub.unregistered(client)).sum())
+    }
+
+    /// Unregisters the client and closes its sockets (4001); returns how many were closed, on
+    /// every node.
     pub async fn unregister(&self, id: ClientId) -> Result<usize, AppError> {
         self.store.unregister(id).await?;
         self.emit(Event::Unregistered { client: id }).await
@@ -142,15 +163,28 @@ impl Node {
     }
 
     pub async fn ready(&self) -> Result<(), AppError> {
-        Ok(self.store.ping().await?)
+        self.store.ping().await?;
+        Ok(self.bus.check()?)
     }
 
-    /// Applies the event here, then tells the other nodes. Returns what it did here (sockets
-    /// reached or closed).
+    /// Applies the event here, then tells the other nodes. Returns what it did (sockets reached
+    /// here, or closed on every node).
     async fn emit(&self, event: Event) -> Result<usize, AppError> {
         let local = self.apply(&event);
-        self.bus.announce(event).await?;
-        Ok(local)
+        self.listen_for(&event).await?;
+        let remote = self.bus.announce(event).await?;
+        Ok(local + remote)
+    }
+
+    /// After a subscription reached sockets here: makes sure this node hears the topics'
+    /// deliveries from other nodes before anyone is told the subscription holds.
+    pub async fn listen_for(&self, event: &Event) -> Result<(), BusError> {
+        match event {
+            Event::Subscribed { client, topics } if self.hub.has_client(*client) => {
+                self.bus.listen(topics).await
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Applies an event to this node's hub, whichever node it came from.

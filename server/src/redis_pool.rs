@@ -1,7 +1,14 @@
 //! The connections a cluster member holds to Redis: a bb8 pool of multiplexed connections for
 //! commands (shared by the Redis store and bus), and dedicated pub/sub connections on demand.
 
-use std::{fmt, sync::Arc, time::Duration};
+use std::{
+    fmt,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use bb8::{ErrorSink, ManageConnection, Pool, RunError};
 use bb8_redis::RedisConnectionManager;
@@ -29,27 +36,34 @@ impl From<RedisError> for RedisUnavailable {
     }
 }
 
-/// A pooled connection and whether a command on it failed in a way that leaves it unusable.
+/// A pooled connection: whether a command on it failed in a way that leaves it unusable, and
+/// the pool epoch it was opened in.
 pub struct Tracked {
     conn: MultiplexedConnection,
     broken: bool,
+    epoch: u64,
 }
 
 /// bb8-redis's manager, plus dropping connections seen broken: a multiplexed connection never
 /// recovers once its socket died (Redis restarted), and testing each checkout with a PING would
-/// double the commands per request.
-struct Manager(RedisConnectionManager);
+/// double the commands per request. Connections from before the current epoch are discarded
+/// at checkout (see [`RedisPool::discard_connections`]).
+struct Manager {
+    redis: RedisConnectionManager,
+    epoch: Arc<AtomicU64>,
+}
 
 impl ManageConnection for Manager {
     type Connection = Tracked;
     type Error = RedisError;
 
     async fn connect(&self) -> Result<Tracked, RedisError> {
-        Ok(Tracked { conn: self.0.connect().await?, broken: false })
+        let epoch = self.epoch.load(Ordering::Acquire);
+        Ok(Tracked { conn: self.redis.connect().await?, broken: false, epoch })
     }
 
     async fn is_valid(&self, conn: &mut Tracked) -> Result<(), RedisError> {
-        self.0.is_valid(&mut conn.conn).await
+        self.redis.is_valid(&mut conn.conn).await
     }
 
     fn has_broken(&self, conn: &mut Tracked) -> bool {
@@ -78,6 +92,7 @@ pub struct RedisPool {
     pool: Pool<Manager>,
     client: Client,
     last_error: LastError,
+    epoch: Arc<AtomicU64>,
 }
 
 impl fmt::Debug for RedisPool {
@@ -91,13 +106,21 @@ impl RedisPool {
     pub fn new(url: &str) -> Result<Self, RedisError> {
         let client = Client::open(url)?;
         let last_error = LastError::default();
+        let epoch = Arc::new(AtomicU64::new(0));
+        let manager = Manager { redis: RedisConnectionManager::new(url)?, epoch: epoch.clone() };
         let pool = Pool::builder()
             .max_size(POOL_SIZE)
             .test_on_check_out(false)
             .connection_timeout(CHECKOUT_TIMEOUT)
             .error_sink(Box::new(last_error.clone()))
-            .build_unchecked(Manager(RedisConnectionManager::new(url)?));
-        Ok(RedisPool { pool, client, last_error })
+            .build_unchecked(manager);
+        Ok(RedisPool { pool, client, last_error, epoch })
+    }
+
+    /// Makes every open command connection count as broken: each is dropped at its next
+    /// checkout instead of failing a request. For when Redis went away (it may come back).
+    pub fn discard_connections(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
     }
 
     /// The server's address, without credentials (for logs).
@@ -109,7 +132,7 @@ impl RedisPool {
     pub async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, RedisUnavailable> {
         let mut conn = self.checkout().await?;
         let result = cmd.query_async(&mut conn.conn).await;
-        Self::settle(&mut conn, result)
+        self.settle(&mut conn, result)
     }
 
     /// Runs a Lua script (EVALSHA, loading it first where Redis does not know it yet).
@@ -119,7 +142,7 @@ impl RedisPool {
     ) -> Result<T, RedisUnavailable> {
         let mut conn = self.checkout().await?;
         let result = script.invoke_async(&mut conn.conn).await;
-        Self::settle(&mut conn, result)
+        self.settle(&mut conn, result)
     }
 
     /// Opens a dedicated pub/sub connection (pooled connections cannot SUBSCRIBE).
@@ -131,6 +154,18 @@ impl RedisPool {
     }
 
     async fn checkout(&self) -> Result<bb8::PooledConnection<'_, Manager>, RedisUnavailable> {
+        // Bounded: each pass drops one connection from an old epoch; new ones are current.
+        for _ in 0..=POOL_SIZE {
+            let mut conn = self.get().await?;
+            if conn.epoch >= self.epoch.load(Ordering::Acquire) {
+                return Ok(conn);
+            }
+            conn.broken = true;
+        }
+        self.get().await
+    }
+
+    async fn get(&self) -> Result<bb8::PooledConnection<'_, Manager>, RedisUnavailable> {
         self.pool.get().await.map_err(|err| match err {
             RunError::User(err) => err.into(),
             RunError::TimedOut => {
@@ -145,8 +180,13 @@ impl RedisPool {
         })
     }
 
-    /// Marks the connection for dropping when the failure means its socket is gone or stuck.
-    fn settle<T>(conn: &mut Tracked, result: Result<T, RedisError>) -> Result<T, RedisUnavailable> {
+    /// When the failure means the socket is gone or stuck, drops the connection and the others
+    /// opened before it: they most likely went the same way.
+    fn settle<T>(
+        &self,
+        conn: &mut Tracked,
+        result: Result<T, RedisError>,
+    ) -> Result<T, RedisUnavailable> {
         result.map_err(|err| {
             if err.is_io_error()
                 || err.is_connection_dropped()
@@ -154,6 +194,7 @@ impl RedisPool {
                 || err.is_unrecoverable_error()
             {
                 conn.broken = true;
+                self.discard_connections();
             }
             err.into()
         })

@@ -17,22 +17,20 @@ use uuid::Uuid;
 
 use crate::{
     api::Api,
-    bus::SingleNodeBus,
+    bus::{Bus, RedisBus, SingleNodeBus},
     config::Config,
     error::{AppError, error_response},
     hub::Hub,
     node::Node,
-    store::{MemoryStore, Store, StoreError},
+    redis_pool::RedisPool,
+    store::{MemoryStore, RedisStore, Store, StoreError},
     ws::{self, WsSettings},
 };
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error(
-        "--redis-url is not supported yet: this version runs one node on the in-memory store; \
-         remove the option (or SWITCHBOARD_REDIS_URL)"
-    )]
-    RedisNotSupported,
+    #[error("invalid --redis-url: {0}")]
+    RedisUrl(redis::RedisError),
     #[error("invalid --topic `{0}`: topic names are 1-64 of A-Za-z0-9_.-")]
     BadTopic(String),
     #[error("cannot create topic `{0}`: {1}")]
@@ -69,19 +67,37 @@ impl Running {
     }
 }
 
-/// Builds the node and the app, binds, and serves in the background.
+/// Builds the node and the app, binds, and serves in the background: on the in-memory store
+/// alone, or as a cluster member on Redis with `--redis-url`.
 pub async fn start(config: Config) -> Result<Running, StartError> {
-    if config.redis_url.is_some() {
-        return Err(StartError::RedisNotSupported);
-    }
-    tracing::info!("store: in-memory (single node)");
-    start_with_store(config, Arc::new(MemoryStore::new())).await
+    let Some(url) = &config.redis_url else {
+        tracing::info!("store: in-memory (single node)");
+        return start_with_store(config, Arc::new(MemoryStore::new())).await;
+    };
+    let pool = RedisPool::new(url).map_err(StartError::RedisUrl)?;
+    let store = Arc::new(RedisStore::new(pool.clone(), &config.redis_prefix));
+    let bus = Arc::new(RedisBus::new(pool.clone(), &config.redis_prefix));
+    tracing::info!(
+        server = %pool.server(),
+        prefix = %config.redis_prefix,
+        node = %bus.node_id(),
+        "store: redis (cluster member)"
+    );
+    launch(config, store, Some(bus)).await
 }
 
-/// Like [`start`], on a store the caller built (embedding, tests).
+/// Like [`start`], on a store the caller built, as a single node (embedding, tests).
 pub async fn start_with_store(
     config: Config,
     store: Arc<dyn Store>,
+) -> Result<Running, StartError> {
+    launch(config, store, None).await
+}
+
+async fn launch(
+    config: Config,
+    store: Arc<dyn Store>,
+    redis_bus: Option<Arc<RedisBus>>,
 ) -> Result<Running, StartError> {
     for topic in &config.topics {
         if !crate::store::valid_name(topic) {
@@ -89,6 +105,10 @@ pub async fn start_with_store(
         }
         match store.create_topic(topic).await {
             Ok(()) | Err(StoreError::TopicExists(_)) => {}
+            // A shared store may be down at start; the bus creates them once it is back.
+            Err(StoreError::Unavailable(err)) if redis_bus.is_some() => {
+                tracing::warn!(%err, topic, "cannot create the topic yet");
+            }
             Err(err) => return Err(StartError::Topic(topic.clone(), err)),
         }
     }
@@ -103,12 +123,17 @@ pub async fn start_with_store(
 
     let hub = Hub::new(config.send_queue as usize);
     let max_message_bytes = config.max_message_bytes as usize;
+    let bus: Arc<dyn Bus> = match &redis_bus {
+        Some(bus) => bus.clone(),
+        None => Arc::new(SingleNodeBus),
+    };
     let node = Arc::new(Node::new(
         store,
-        Arc::new(SingleNodeBus),
+        bus,
         hub,
         api_keys.clone(),
         max_message_bytes,
+        config.topics.clone(),
     ));
     let shutdown = CancellationToken::new();
     let settings = WsSettings {
@@ -117,6 +142,10 @@ pub async fn start_with_store(
         shutdown: shutdown.clone(),
         tasks: TaskTracker::new(),
     };
+    if let Some(bus) = redis_bus {
+        let membership = bus.join(node.clone(), shutdown.clone()).await;
+        settings.tasks.spawn(membership);
+    }
     let app = app(&config, node, settings.clone());
 
     let acceptor = TcpListener::bind(config.bind)

@@ -278,11 +278,11 @@ async fn cors_allows_listed_origins_and_refuses_others() {
 }
 
 #[tokio::test]
-async fn redis_url_is_refused_clearly_until_supported() {
+async fn a_malformed_redis_url_is_refused_at_start() {
     let mut config = switchboard::Config::ephemeral();
-    config.redis_url = Some("redis://127.0.0.1:6379".into());
+    config.redis_url = Some("http://127.0.0.1:6379".into());
     let err = switchboard::start(config).await.err().expect("refused");
-    assert!(err.to_string().contains("not supported yet"), "{err}");
+    assert!(err.to_string().contains("invalid --redis-url"), "{err}");
 }
 
 #[tokio::test]

@@ -117,7 +117,7 @@ async fn generated_key_sigterm_and_logs_without_ids() {
 #[tokio::test]
 async fn redis_url_and_bad_flags_fail_fast_with_a_message() {
     for (args, expected) in [
-        (&["--redis-url", "redis://127.0.0.1:1"][..], "not supported yet"),
+        (&["--redis-url", "localhost:6379"][..], "invalid --redis-url"),
         (&["--ping-interval", "soon"][..], "invalid value 'soon'"),
         (&["--topic", "bad topic"][..], "invalid --topic"),
     ] {

@@ -117,6 +117,16 @@ pub async fn unregistering_ends_subscriptions(store: DynStore) {
     assert_eq!(store.client_count().await.unwrap(), 1);
 }
 
+pub async fn unknown_clients_are_told_apart(store: DynStore) {
+    let alice = store.register(Some("alice")).await.unwrap();
+    let bob = store.register(Some("bob")).await.unwrap();
+    let nobody: ClientId = uuid::Uuid::new_v4();
+    store.unregister(bob.id).await.unwrap();
+    let unknown = store.unknown_clients(&[alice.id, bob.id, nobody]).await.unwrap();
+    assert_eq!(unknown, [bob.id, nobody]);
+    assert!(store.unknown_clients(&[]).await.unwrap().is_empty());
+}
+
 pub async fn is_ready(store: DynStore) {
     store.ping().await.unwrap();
 }
@@ -135,6 +145,7 @@ macro_rules! conformance_suite {
                 subscriptions_are_all_or_nothing,
                 unknown_clients_and_topics_are_refused,
                 unregistering_ends_subscriptions,
+                unknown_clients_are_told_apart,
                 is_ready,
             );
         }

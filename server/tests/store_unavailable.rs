@@ -32,6 +32,9 @@ impl Store for UnreachableStore {
     async fn client_count(&self) -> StoreResult<u64> {
         down()
     }
+    async fn unknown_clients(&self, _: &[ClientId]) -> StoreResult<Vec<ClientId>> {
+        down()
+    }
     async fn create_topic(&self, _: &str) -> StoreResult<()> {
         down()
     }

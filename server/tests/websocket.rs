@@ -335,7 +335,7 @@ async fn a_burst_of_small_and_large_frames_arrives_complete_and_in_order() {
     let (_, mut sender) = server.client("sender").await;
     server.post("/subscribe", None, json!({"id": reader_id, "topics": ["news"]})).await;
     let data = |i: usize| {
-        let filler = if i % 10 == 0 { 20_000 } else { i % 7 };
+        let filler = if i.is_multiple_of(10) { 20_000 } else { i % 7 };
         json!({"i": i, "filler": "f".repeat(filler)})
     };
     // Sent in one flush: the server applies them back to back, so the reader's queue fills

@@ -29,7 +29,8 @@ pub struct Registered {
 #[derive(Debug, Object)]
 pub struct Unregistered {
     pub id: Uuid,
-    /// Live WebSocket connections of the client that were closed (code 4001) on this node.
+    /// Live WebSocket connections of the client that were closed (code 4001), on every node of
+    /// the cluster.
     pub closed_connections: u64,
 }
 

@@ -3,10 +3,14 @@
 //!
 //! A node applies every event to its own [`Hub`](crate::hub::Hub) first (local clients never wait
 //! for a round trip) and then announces it on the bus; each other node applies what it hears. So
-//! the bus of a lone node, [`SingleNodeBus`], has nobody to tell. A Redis pub/sub bus slots in
-//! behind the same trait.
+//! the bus of a lone node, [`SingleNodeBus`], has nobody to tell; [`RedisBus`] tells the nodes
+//! that share a Redis.
+
+mod redis;
 
 use async_trait::async_trait;
+
+pub use self::redis::RedisBus;
 
 use crate::{
     hub::{Frame, Target},
@@ -34,11 +38,20 @@ pub enum BusError {
     Unavailable(String),
 }
 
-/// Announces events to the other nodes of the cluster.
+/// Announces events to the other nodes of the cluster and hears theirs.
 #[async_trait]
 pub trait Bus: Send + Sync + 'static {
-    /// Sends the event to every other node; they apply it to their hubs.
-    async fn announce(&self, event: Event) -> Result<(), BusError>;
+    /// Sends the event to every other node; they apply it to their hubs. A control event (all
+    /// but `Deliver`) returns once every other node has applied it, with the number of sockets
+    /// they closed.
+    async fn announce(&self, event: Event) -> Result<usize, BusError>;
+
+    /// Makes this node hear deliveries to these topics (it now has sockets subscribed to them);
+    /// returns once it does.
+    async fn listen(&self, topics: &[String]) -> Result<(), BusError>;
+
+    /// Whether events can cross nodes now.
+    fn check(&self) -> Result<(), BusError>;
 }
 
 /// The bus of a node that runs alone: there are no other nodes to tell.
@@ -47,7 +60,15 @@ pub struct SingleNodeBus;
 
 #[async_trait]
 impl Bus for SingleNodeBus {
-    async fn announce(&self, _event: Event) -> Result<(), BusError> {
+    async fn announce(&self, _event: Event) -> Result<usize, BusError> {
+        Ok(0)
+    }
+
+    async fn listen(&self, _topics: &[String]) -> Result<(), BusError> {
+        Ok(())
+    }
+
+    fn check(&self) -> Result<(), BusError> {
         Ok(())
     }
 }

@@ -122,6 +122,11 @@ impl Store for MemoryStore {
         Ok(self.state.read().clients.len() as u64)
     }
 
+    async fn unknown_clients(&self, ids: &[ClientId]) -> StoreResult<Vec<ClientId>> {
+        let state = self.state.read();
+        Ok(ids.iter().filter(|id| !state.clients.contains_key(id)).copied().collect())
+    }
+
     async fn create_topic(&self, name: &str) -> StoreResult<()> {
         let mut state = self.state.write();
         if state.topics.contains_key(name) {

@@ -58,6 +58,8 @@ pub trait Store: Send + Sync + 'static {
     async fn unregister(&self, id: ClientId) -> StoreResult<Client>;
     /// How many clients are registered.
     async fn client_count(&self) -> StoreResult<u64>;
+    /// The ids among `ids` that are not registered.
+    async fn unknown_clients(&self, ids: &[ClientId]) -> StoreResult<Vec<ClientId>>;
     /// Creates a topic; `TopicExists` if it does.
     async fn create_topic(&self, name: &str) -> StoreResult<()>;
     /// Deletes a topic and every subscription to it; returns the clients that were subscribed.

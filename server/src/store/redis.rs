@@ -189,6 +189,20 @@ impl Store for RedisStore {
         Ok(self.pool.query(cmd("HLEN").arg(&self.clients)).await?)
     }
 
+    async fn unknown_clients(&self, ids: &[ClientId]) -> StoreResult<Vec<ClientId>> {
+        let mut unknown = Vec::new();
+        // Bounded commands: one HMGET per chunk rather than one per id or one huge one.
+        for chunk in ids.chunks(1000) {
+            let fields: Vec<String> = chunk.iter().map(ClientId::to_string).collect();
+            let names: Vec<Option<String>> =
+                self.pool.query(cmd("HMGET").arg(&self.clients).arg(fields)).await?;
+            unknown.extend(
+                chunk.iter().zip(names).filter(|(_, name)| name.is_none()).map(|(id, _)| *id),
+            );
+        }
+        Ok(unknown)
+    }
+
     async fn create_topic(&self, name: &str) -> StoreResult<()> {
         let added: u64 = self.pool.query(cmd("SADD").arg(&self.topics).arg(name)).await?;
         if added == 0 {

@@ -167,7 +167,14 @@ impl Connection {
                 }
             };
             match self.node.hub.sync_topics(self.client.id, generation, stored) {
-                Ok(topics) => return Ok(topics),
+                Ok(topics) => {
+                    // Deliveries published on other nodes reach this one only once it listens.
+                    if let Err(err) = self.node.bus.listen(&topics).await {
+                        tracing::warn!(%err, "cannot listen to the client's topics");
+                        return Err(CloseReason { code: 1013, reason: "cluster bus unavailable" });
+                    }
+                    return Ok(topics);
+                }
                 Err(newer) => generation = newer,
             }
         }

@@ -18,8 +18,14 @@ impl Frame {
     /// Encodes `payload` as a single final text frame (tests build frames from text).
     #[cfg(test)]
     pub fn text(payload: &str) -> Frame {
-        let mut bytes = vec![0; MAX_HEADER];
-        bytes.extend_from_slice(payload.as_bytes());
+        Frame::from_payload(payload.as_bytes())
+    }
+
+    /// Frames a payload that is already JSON text (a delivery from another node).
+    pub fn from_payload(payload: &[u8]) -> Frame {
+        let mut bytes = Vec::with_capacity(MAX_HEADER + payload.len());
+        bytes.resize(MAX_HEADER, 0);
+        bytes.extend_from_slice(payload);
         Frame::framed(bytes)
     }
 

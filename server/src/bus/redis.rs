@@ -1,0 +1,473 @@
+//! The Redis bus: nodes sharing a Redis tell each other events over pub/sub.
+//!
+//! Channels (`P` is the key prefix): `P bus:all` carries broadcasts, `P bus:topic:<name>` a
+//! topic's deliveries, `P bus:control` subscription and registration changes, and
+//! `P bus:node:<id>` the acknowledgements meant for one node. Each node holds one dedicated
+//! pub/sub connection and subscribes to `all`, `control`, its own channel and the topics its
+//! sockets are subscribed to, so a node hears only what it serves.
+//!
+//! Every message is an envelope: a version byte, the sender's node id (a node skips its own
+//! messages: it applied them before announcing), then the body: the delivery's JSON text, or
+//! the JSON of a control event or ack. A control event is acknowledged by every node once
+//! applied (and once that node listens to any topic the event added), so a subscribe or
+//! unregister answered on one node holds on all of them.
+
+use std::{
+    collections::HashSet,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use dashmap::DashMap;
+use futures_util::StreamExt;
+use redis::{
+    Msg,
+    aio::{PubSubSink, PubSubStream},
+    cmd,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Mutex, Notify};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::{Bus, BusError, Event};
+use crate::{
+    hub::{Frame, Target},
+    node::Node,
+    redis_pool::{RedisPool, RedisUnavailable},
+    store::ClientId,
+};
+
+/// The envelope format; a node drops messages of another version rather than misread them.
+const VERSION: u8 = 1;
+const HEADER: usize = 1 + 16;
+
+/// How long an announcing node waits for the others' acknowledgements.
+const ACK_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a SUBSCRIBE, UNSUBSCRIBE or PING on the pub/sub connection may take.
+const PUBSUB_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often the pub/sub connection is pinged (a Redis that stopped answering is left) and
+/// topics without local subscribers are unsubscribed.
+const MAINTENANCE_EVERY: Duration = Duration::from_secs(5);
+/// Reconnect delays: doubling from the first to the last.
+const RECONNECT_FIRST: Duration = Duration::from_millis(100);
+const RECONNECT_MAX: Duration = Duration::from_secs(2);
+
+/// A control event as it crosses nodes.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+enum Control {
+    Subscribed { client: ClientId, topics: Vec<String> },
+    Unsubscribed { client: ClientId, topics: Vec<String> },
+    Unregistered { client: ClientId },
+    TopicDeleted { topic: String },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct ControlMessage {
+    seq: u64,
+    #[serde(flatten)]
+    control: Control,
+}
+
+/// A node's answer to a control event: applied, and how many sockets it closed.
+#[derive(Debug, Serialize, Deserialize)]
+struct Ack {
+    seq: u64,
+    closed: u64,
+}
+
+impl Control {
+    fn from_event(event: Event) -> Result<Control, Event> {
+        Ok(match event {
+            Event::Subscribed { client, topics } => Control::Subscribed { client, topics },
+            Event::Unsubscribed { client, topics } => Control::Unsubscribed { client, topics },
+            Event::Unregistered { client } => Control::Unregistered { client },
+            Event::TopicDeleted { topic } => Control::TopicDeleted { topic },
+            deliver @ Event::Deliver { .. } => return Err(deliver),
+        })
+    }
+
+    fn into_event(self) -> Event {
+        match self {
+            Control::Subscribed { client, topics } => Event::Subscribed { client, topics },
+            Control::Unsubscribed { client, topics } => Event::Unsubscribed { client, topics },
+            Control::Unregistered { client } => Event::Unregistered { client },
+            Control::TopicDeleted { topic } => Event::TopicDeleted { topic },
+        }
+    }
+}
+
+/// Acknowledgements collected for one announced control event.
+#[derive(Default)]
+struct Acks {
+    count: AtomicUsize,
+    closed: AtomicU64,
+    arrived: Notify,
+}
+
+/// The channel names under the prefix.
+struct Channels {
+    all: String,
+    control: String,
+    own: String,
+    node_prefix: String,
+    topic_prefix: String,
+}
+
+impl Channels {
+    fn topic(&self, topic: &str) -> String {
+        format!("{}{topic}", self.topic_prefix)
+    }
+
+    fn node(&self, node: Uuid) -> String {
+        format!("{}{node}", self.node_prefix)
+    }
+}
+
+/// The pub/sub connection's sink and the topic channels it is subscribed to; one lock orders
+/// every (un)subscription, so a topic a socket needs is never dropped by a concurrent prune.
+#[derive(Default)]
+struct Listener {
+    sink: Option<PubSubSink>,
+    topics: HashSet<String>,
+}
+
+/// The bus of a node that shares a Redis with others.
+pub struct RedisBus {
+    node_id: Uuid,
+    pool: RedisPool,
+    channels: Channels,
+    listener: Mutex<Listener>,
+    connected: AtomicBool,
+    pending: DashMap<u64, Arc<Acks>>,
+    next_seq: AtomicU64,
+}
+
+impl RedisBus {
+    pub fn new(pool: RedisPool, prefix: &str) -> Self {
+        let node_id = Uuid::new_v4();
+        RedisBus {
+            node_id,
+            pool,
+            channels: Channels {
+                all: format!("{prefix}bus:all"),
+                control: format!("{prefix}bus:control"),
+                own: format!("{prefix}bus:node:{node_id}"),
+                node_prefix: format!("{prefix}bus:node:"),
+                topic_prefix: format!("{prefix}bus:topic:"),
+            },
+            listener: Mutex::new(Listener::default()),
+            connected: AtomicBool::new(false),
+            pending: DashMap::new(),
+            next_seq: AtomicU64::new(1),
+        }
+    }
+
+    /// This node's id on the bus.
+    pub fn node_id(&self) -> Uuid {
+        self.node_id
+    }
+
+    /// Connects (once, now, so a node that starts with Redis up is a member when this returns)
+    /// and then hears the cluster in the background, reconnecting after outages, until
+    /// `shutdown`.
+    pub async fn join(
+        self: Arc<Self>,
+        node: Arc<Node>,
+        shutdown: CancellationToken,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let first = match self.connect(&node).await {
+            Ok(stream) => Some(stream),
+            Err(err) => {
+                tracing::warn!(%err, "cannot join the cluster yet; retrying in the background");
+                None
+            }
+        };
+        async move { self.run(node, shutdown, first).await }
+    }
+
+    async fn run(
+        self: Arc<Self>,
+        node: Arc<Node>,
+        shutdown: CancellationToken,
+        mut stream: Option<PubSubStream>,
+    ) {
+        let mut delay = RECONNECT_FIRST;
+        loop {
+            if let Some(stream) = stream.take() {
+                delay = RECONNECT_FIRST;
+                self.connected.store(true, Ordering::Release);
+                tracing::info!("joined the cluster bus");
+                let lost = self.serve(stream, &node, &shutdown).await;
+                self.connected.store(false, Ordering::Release);
+                // The command connections most likely died with this one: replace them all
+                // rather than fail a request on each.
+                self.pool.discard_connections();
+                self.listener.lock().await.sink = None;
+                if !lost {
+                    return;
+                }
+                tracing::warn!("lost the cluster bus connection; reconnecting");
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(RECONNECT_MAX);
+            match self.connect(&node).await {
+                Ok(connected) => stream = Some(connected),
+                Err(err) => tracing::debug!(%err, "reconnecting to the cluster bus"),
+            }
+        }
+    }
+
+    /// Opens the pub/sub connection, subscribes every channel this node needs, and makes sure
+    /// the configured topics exist and local sockets belong to registered clients (Redis may
+    /// have come back empty).
+    async fn connect(&self, node: &Node) -> Result<PubSubStream, BusError> {
+        let (mut sink, stream) = self.pool.pubsub().await?.split();
+        let mut listener = self.listener.lock().await;
+        let topics: HashSet<String> = node.hub.topic_names().into_iter().collect();
+        let mut channels = vec![
+            self.channels.all.clone(),
+            self.channels.control.clone(),
+            self.channels.own.clone(),
+        ];
+        channels.extend(topics.iter().map(|topic| self.channels.topic(topic)));
+        within(PUBSUB_TIMEOUT, sink.subscribe(channels)).await?;
+        node.create_configured_topics()
+            .await
+            .map_err(|err| BusError::Unavailable(format!("cannot restore topics: {err}")))?;
+        let closed = node
+            .close_unknown_clients()
+            .await
+            .map_err(|err| BusError::Unavailable(format!("cannot check clients: {err}")))?;
+        if closed > 0 {
+            tracing::warn!(closed, "closed sockets of clients the store no longer knows");
+        }
+        *listener = Listener { sink: Some(sink), topics };
+        Ok(stream)
+    }
+
+    /// Handles messages until the connection is lost (true) or the node shuts down (false).
+    async fn serve(
+        self: &Arc<Self>,
+        mut stream: PubSubStream,
+        node: &Arc<Node>,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let mut maintenance = tokio::time::interval(MAINTENANCE_EVERY);
+        maintenance.reset();
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return false,
+                message = stream.next() => match message {
+                    Some(message) => self.receive(&message, node),
+                    None => return true,
+                },
+                _ = maintenance.tick() => {
+                    if let Err(err) = self.maintain(node).await {
+                        tracing::warn!(%err, "cluster bus connection failed its check");
+                        return true;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Pings the pub/sub connection and unsubscribes topics no local socket needs any more.
+    async fn maintain(&self, node: &Node) -> Result<(), BusError> {
+        let mut listener = self.listener.lock().await;
+        let unused: Vec<String> =
+            listener.topics.iter().filter(|topic| !node.hub.has_topic(topic)).cloned().collect();
+        let Some(sink) = listener.sink.as_mut() else {
+            return Err(BusError::Unavailable("not connected".into()));
+        };
+        let _: String = within(PUBSUB_TIMEOUT, sink.ping()).await?;
+        if !unused.is_empty() {
+            let channels: Vec<String> = unused.iter().map(|t| self.channels.topic(t)).collect();
+            within(PUBSUB_TIMEOUT, sink.unsubscribe(channels)).await?;
+            for topic in &unused {
+                listener.topics.remove(topic);
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies one message from another node. Never waits: acknowledgements go out from a task
+    /// of their own, so the connection keeps being read.
+    fn receive(self: &Arc<Self>, message: &Msg, node: &Arc<Node>) {
+        let channel = message.get_channel_name();
+        let Some((origin, body)) = open(message.get_payload_bytes()) else {
+            tracing::warn!(channel, "dropped a bus message of another format");
+            return;
+        };
+        if origin == self.node_id {
+            return;
+        }
+        if channel == self.channels.all {
+            node.apply(&Event::Deliver {
+                target: Target::Broadcast,
+                frame: Frame::from_payload(body),
+            });
+        } else if let Some(topic) = channel.strip_prefix(&self.channels.topic_prefix) {
+            let target = Target::Topic(topic.to_owned());
+            node.apply(&Event::Deliver { target, frame: Frame::from_payload(body) });
+        } else if channel == self.channels.control {
+            match serde_json::from_slice::<ControlMessage>(body) {
+                Ok(message) => self.apply_control(origin, message, node),
+                Err(err) => tracing::warn!(%err, "dropped a malformed control event"),
+            }
+        } else if channel == self.channels.own {
+            match serde_json::from_slice::<Ack>(body) {
+                Ok(ack) => self.acknowledged(ack),
+                Err(err) => tracing::warn!(%err, "dropped a malformed acknowledgement"),
+            }
+        }
+    }
+
+    fn apply_control(self: &Arc<Self>, origin: Uuid, message: ControlMessage, node: &Arc<Node>) {
+        let event = message.control.into_event();
+        // Applied here, in arrival order; only the listening and the ack wait.
+        let closed = node.apply(&event) as u64;
+        let (bus, node) = (self.clone(), node.clone());
+        tokio::spawn(async move {
+            if let Err(err) = node.listen_for(&event).await {
+                tracing::warn!(%err, "cannot listen to a subscribed topic");
+                return;
+            }
+            let ack = Ack { seq: message.seq, closed };
+            if let Err(err) = bus.publish(&bus.channels.node(origin), &json(&ack)).await {
+                tracing::warn!(%err, "cannot acknowledge a control event");
+            }
+        });
+    }
+
+    fn acknowledged(&self, ack: Ack) {
+        if let Some(acks) = self.pending.get(&ack.seq) {
+            acks.closed.fetch_add(ack.closed, Ordering::Relaxed);
+            acks.count.fetch_add(1, Ordering::Release);
+            acks.arrived.notify_one();
+        }
+    }
+
+    /// PUBLISHes an envelope; returns how many subscribers heard it.
+    async fn publish(&self, channel: &str, body: &[u8]) -> Result<usize, BusError> {
+        let mut payload = Vec::with_capacity(HEADER + body.len());
+        payload.push(VERSION);
+        payload.extend_from_slice(self.node_id.as_bytes());
+        payload.extend_from_slice(body);
+        Ok(self.pool.query(cmd("PUBLISH").arg(channel).arg(payload)).await?)
+    }
+
+    /// Publishes a control event and waits for every other node's acknowledgement.
+    async fn announce_control(&self, control: Control) -> Result<usize, BusError> {
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        let acks = Arc::new(Acks::default());
+        // Registered before publishing: an ack may arrive before PUBLISH returns.
+        self.pending.insert(seq, acks.clone());
+        let result = self.await_acks(seq, control, &acks).await;
+        self.pending.remove(&seq);
+        result
+    }
+
+    async fn await_acks(&self, seq: u64, control: Control, acks: &Acks) -> Result<usize, BusError> {
+        let message = json(&ControlMessage { seq, control });
+        let heard_by = self.publish(&self.channels.control, &message).await?;
+        // Our own pub/sub connection hears it too and does not answer.
+        let expected = heard_by.saturating_sub(usize::from(self.connected.load(Ordering::Acquire)));
+        let deadline = tokio::time::Instant::now() + ACK_TIMEOUT;
+        loop {
+            let arrived = acks.arrived.notified();
+            let count = acks.count.load(Ordering::Acquire);
+            if count >= expected {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, arrived).await.is_err() {
+                tracing::warn!(expected, acknowledged = count, "some nodes did not acknowledge");
+                break;
+            }
+        }
+        Ok(acks.closed.load(Ordering::Relaxed) as usize)
+    }
+}
+
+#[async_trait]
+impl Bus for RedisBus {
+    async fn announce(&self, event: Event) -> Result<usize, BusError> {
+        match Control::from_event(event) {
+            Ok(control) => self.announce_control(control).await,
+            Err(Event::Deliver { target, frame }) => {
+                let channel = match &target {
+                    Target::Broadcast => self.channels.all.clone(),
+                    Target::Topic(topic) => self.channels.topic(topic),
+                };
+                self.publish(&channel, frame.payload()).await?;
+                Ok(0)
+            }
+            Err(_) => Ok(0),
+        }
+    }
+
+    async fn listen(&self, topics: &[String]) -> Result<(), BusError> {
+        let mut listener = self.listener.lock().await;
+        let missing: Vec<&String> =
+            topics.iter().filter(|topic| !listener.topics.contains(*topic)).collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let Some(sink) = listener.sink.as_mut() else {
+            return Err(BusError::Unavailable("not connected to Redis pub/sub".into()));
+        };
+        let channels: Vec<String> =
+            missing.iter().map(|topic| self.channels.topic(topic)).collect();
+        within(PUBSUB_TIMEOUT, sink.subscribe(channels)).await?;
+        let missing: Vec<String> = missing.into_iter().cloned().collect();
+        listener.topics.extend(missing);
+        Ok(())
+    }
+
+    fn check(&self) -> Result<(), BusError> {
+        if self.connected.load(Ordering::Acquire) {
+            Ok(())
+        } else {
+            Err(BusError::Unavailable("not connected to Redis pub/sub".into()))
+        }
+    }
+}
+
+impl From<RedisUnavailable> for BusError {
+    fn from(err: RedisUnavailable) -> Self {
+        BusError::Unavailable(err.to_string())
+    }
+}
+
+/// Runs a pub/sub request with a deadline.
+async fn within<T>(
+    limit: Duration,
+    request: impl Future<Output = redis::RedisResult<T>>,
+) -> Result<T, BusError> {
+    match tokio::time::timeout(limit, request).await {
+        Ok(result) => result.map_err(|err| RedisUnavailable::from(err).into()),
+        Err(_) => Err(BusError::Unavailable(format!("redis: no answer within {limit:?}"))),
+    }
+}
+
+/// The sender and body of an envelope of our version.
+fn open(payload: &[u8]) -> Option<(Uuid, &[u8])> {
+    if payload.len() < HEADER || payload[0] != VERSION {
+        return None;
+    }
+    let origin = Uuid::from_slice(&payload[1..HEADER]).ok()?;
+    Some((origin, &payload[HEADER..]))
+}
+
+fn json(value: &impl Serialize) -> Vec<u8> {
+    // Serializing these plain structs cannot fail; an empty body would be dropped as malformed.
+    serde_json::to_vec(value).unwrap_or_default()
+}
