@@ -130,3 +130,48 @@ async fn redis_url_and_bad_flags_fail_fast_with_a_message() {
     let output = Command::new(BINARY).arg("--version").output().await.unwrap();
     assert!(String::from_utf8_lossy(&output.stdout).starts_with("switchboard "));
 }
+
+/// CPU seconds the process has used so far (user + system, from /proc).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the process runs");
+    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    ticks as f64 / 100.0
+}
+
+#[tokio::test]
+async fn with_redis_the_log_says_so_and_an_outage_neither_kills_nor_spins_the_node() {
+    let mut redis = support::redis_server::RedisServer::start().await;
+    let url = redis.url();
+    let Spawned { mut child, early_logs, base, .. } =
+        spawn(&["--redis-url", &url, "--api-key", "k", "--topic", "news"]).await;
+    let store_line = early_logs
+        .iter()
+        .find(|l| l["fields"]["message"] == "store: redis (cluster member)")
+        .unwrap_or_else(|| panic!("the store is logged: {early_logs:?}"));
+    assert_eq!(store_line["fields"]["server"], format!("127.0.0.1:{}", redis.port));
+    assert_eq!(store_line["fields"]["prefix"], "switchboard:");
+    let http = reqwest::Client::new();
+    let ready = |http: reqwest::Client, base: String| async move {
+        http.get(format!("{base}/ready")).send().await.unwrap().status().as_u16()
+    };
+    assert_eq!(ready(http.clone(), base.clone()).await, 200);
+
+    redis.kill().await;
+    let pid = child.id().unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = cpu_seconds(pid);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let used = cpu_seconds(pid) - before;
+    assert!(used < 0.3, "an idle node waiting for Redis used {used:.2} s of CPU in 3 s");
+    assert_eq!(ready(http.clone(), base.clone()).await, 503);
+    assert!(child.try_wait().unwrap().is_none(), "still running");
+
+    redis.restart().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while ready(http.clone(), base.clone()).await != 200 {
+        assert!(tokio::time::Instant::now() < deadline, "ready again without a restart");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    child.kill().await.unwrap();
+}

@@ -19,13 +19,18 @@ use tokio::time::{Instant, sleep};
 /// How long a test waits to be sure no extra copy of a message arrives.
 const QUIET: Duration = Duration::from_millis(300);
 
-/// `count` nodes on one Redis, each with API key KEY and topics `news` and `sports`.
+/// `count` nodes on one Redis under a fresh key prefix, each with API key KEY and topics `news`
+/// and `sports`.
 async fn nodes(redis: &RedisServer, count: usize) -> Vec<TestServer> {
     let prefix = format!("test-{}:", uuid::Uuid::new_v4().simple());
+    nodes_with_prefix(redis, count, &prefix).await
+}
+
+async fn nodes_with_prefix(redis: &RedisServer, count: usize, prefix: &str) -> Vec<TestServer> {
     let mut nodes = Vec::new();
     for _ in 0..count {
         let url = redis.url();
-        let prefix = prefix.clone();
+        let prefix = prefix.to_owned();
         nodes.push(
             TestServer::start_with(move |config| {
                 config.redis_url = Some(url);
@@ -194,12 +199,78 @@ async fn a_topic_deleted_on_one_node_is_gone_for_everyone_everywhere() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_with_another_prefix_are_another_cluster() {
     let redis = RedisServer::start().await;
-    let first = nodes(&redis, 1).await;
-    let second = nodes(&redis, 1).await;
+    let first = nodes_with_prefix(&redis, 1, "first:").await;
+    let second = nodes_with_prefix(&redis, 1, "second:").await;
     let (_, mut ws) = first[0].client("alice").await;
     assert_eq!(second[0].post("/register", Some(KEY), json!({"name": "alice"})).await.0, 201);
     second[0].post("/broadcast", Some(KEY), json!({"message": 1})).await;
     assert_silent(&mut ws, QUIET).await;
+
+    let keys: Vec<String> = redis_query(&redis, redis::cmd("KEYS").arg("*")).await;
+    assert!(!keys.is_empty());
+    for key in keys {
+        assert!(key.starts_with("first:") || key.starts_with("second:"), "{key} is under a prefix");
+    }
+}
+
+async fn redis_query<T: redis::FromRedisValue>(redis: &RedisServer, cmd: &redis::Cmd) -> T {
+    let client = redis::Client::open(redis.url()).expect("valid URL");
+    let mut conn = client.get_multiplexed_async_connection().await.expect("Redis is up");
+    cmd.query_async(&mut conn).await.expect("the command succeeds")
+}
+
+/// The topic channels somebody listens to, and how many listen to each.
+async fn topic_listeners(redis: &RedisServer) -> Vec<(String, u64)> {
+    listeners(redis, "*bus:topic:*").await
+}
+
+/// The channels matching `pattern` that somebody listens to (by their last `:` part), and how
+/// many listen to each.
+async fn listeners(redis: &RedisServer, pattern: &str) -> Vec<(String, u64)> {
+    let channels: Vec<String> =
+        redis_query(redis, redis::cmd("PUBSUB").arg("CHANNELS").arg(pattern)).await;
+    let mut listeners: Vec<(String, u64)> = Vec::new();
+    for channel in channels {
+        let (_, count): (String, u64) =
+            redis_query(redis, redis::cmd("PUBSUB").arg("NUMSUB").arg(&channel)).await;
+        let topic = channel.rsplit(':').next().unwrap_or_default().to_owned();
+        listeners.push((topic, count));
+    }
+    listeners.sort();
+    listeners
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_listens_only_to_the_topics_its_sockets_need() {
+    let (redis, nodes) = cluster(3).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    assert_eq!(listeners(&redis, "*bus:all").await, [("all".into(), 3)]);
+    assert_eq!(listeners(&redis, "*bus:control").await, [("control".into(), 3)]);
+    assert_eq!(listeners(&redis, "*bus:node:*").await.len(), 3, "one own channel per node");
+    assert_eq!(topic_listeners(&redis).await, [], "no sockets, no topic channels");
+
+    let (alice, alice_ws) = a.client("alice").await;
+    a.post("/subscribe", None, json!({"id": alice, "topics": ["news"]})).await;
+    let (bob, _bob_ws) = b.client("bob").await;
+    assert_eq!(topic_listeners(&redis).await, [("news".into(), 1)]);
+    // A subscribe answered by A means B, which holds bob's socket, listens already.
+    assert_eq!(
+        a.post("/subscribe", None, json!({"id": bob, "topics": ["news", "sports"]})).await.0,
+        202
+    );
+    assert_eq!(topic_listeners(&redis).await, [("news".into(), 2), ("sports".into(), 1)]);
+
+    // Once alice's socket is gone, A stops listening to `news` (checked every 5 s).
+    drop(alice_ws);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while topic_listeners(&redis).await != [("news".into(), 1), ("sports".into(), 1)] {
+        assert!(
+            Instant::now() < deadline,
+            "A unsubscribes `news`: {:?}",
+            topic_listeners(&redis).await
+        );
+        sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Polls `path` on `node` until it answers `status`; panics after `limit`.
