@@ -271,6 +271,14 @@ async fn a_node_listens_only_to_the_topics_its_sockets_need() {
         );
         sleep(Duration::from_millis(200)).await;
     }
+    // That check (and a ping of the pub/sub connection) ran without losing the connection.
+    for node in &nodes {
+        let cluster = &node.stats().await["cluster"];
+        assert_eq!(
+            (&cluster["bus_connected"], &cluster["bus_reconnects"]),
+            (&json!(true), &json!(0))
+        );
+    }
 }
 
 /// Polls `path` on `node` until it answers `status`; panics after `limit`.

@@ -284,6 +284,11 @@ impl Api {
             connected_clients: hub.connected_client_count() as u64,
             deliveries: hub.stats.deliveries.load(Ordering::Relaxed),
             slow_consumer_closes: hub.stats.slow_consumer_closes.load(Ordering::Relaxed),
+            cluster: self.node.bus.membership().map(|bus| ClusterStats {
+                node_id: bus.node_id,
+                bus_connected: bus.connected,
+                bus_reconnects: bus.reconnects,
+            }),
         }))
     }
 }

@@ -131,4 +131,16 @@ pub struct Stats {
     pub deliveries: u64,
     /// Connections closed (4008) because their send queue overflowed.
     pub slow_consumer_closes: u64,
+    /// This node's membership of a cluster (absent on a single node).
+    pub cluster: Option<ClusterStats>,
+}
+
+#[derive(Debug, Object)]
+pub struct ClusterStats {
+    /// This node's id on the Redis bus.
+    pub node_id: Uuid,
+    /// Whether the node's pub/sub connection to Redis is up.
+    pub bus_connected: bool,
+    /// How many times the pub/sub connection was lost and made again since start.
+    pub bus_reconnects: u64,
 }

@@ -52,6 +52,20 @@ pub trait Bus: Send + Sync + 'static {
 
     /// Whether events can cross nodes now.
     fn check(&self) -> Result<(), BusError>;
+
+    /// This node's cluster membership; `None` for a node alone.
+    fn membership(&self) -> Option<Membership> {
+        None
+    }
+}
+
+/// A cluster member's view of its bus, for `/stats`.
+#[derive(Debug, Clone, Copy)]
+pub struct Membership {
+    pub node_id: uuid::Uuid,
+    pub connected: bool,
+    /// Pub/sub connections lost and made again since start.
+    pub reconnects: u64,
 }
 
 /// The bus of a node that runs alone: there are no other nodes to tell.

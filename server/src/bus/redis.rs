@@ -34,7 +34,7 @@ use tokio::sync::{Mutex, Notify};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::{Bus, BusError, Event};
+use super::{Bus, BusError, Event, Membership};
 use crate::{
     hub::{Frame, Target},
     node::Node,
@@ -144,6 +144,7 @@ pub struct RedisBus {
     channels: Channels,
     listener: Mutex<Listener>,
     connected: AtomicBool,
+    reconnects: AtomicU64,
     pending: DashMap<u64, Arc<Acks>>,
     next_seq: AtomicU64,
 }
@@ -163,6 +164,7 @@ impl RedisBus {
             },
             listener: Mutex::new(Listener::default()),
             connected: AtomicBool::new(false),
+            reconnects: AtomicU64::new(0),
             pending: DashMap::new(),
             next_seq: AtomicU64::new(1),
         }
@@ -220,7 +222,10 @@ impl RedisBus {
             }
             delay = (delay * 2).min(RECONNECT_MAX);
             match self.connect(&node).await {
-                Ok(connected) => stream = Some(connected),
+                Ok(connected) => {
+                    self.reconnects.fetch_add(1, Ordering::Relaxed);
+                    stream = Some(connected);
+                }
                 Err(err) => tracing::debug!(%err, "reconnecting to the cluster bus"),
             }
         }
@@ -288,7 +293,8 @@ impl RedisBus {
         let Some(sink) = listener.sink.as_mut() else {
             return Err(BusError::Unavailable("not connected".into()));
         };
-        let _: String = within(PUBSUB_TIMEOUT, sink.ping()).await?;
+        // Any answer will do (subscribed, RESP2 answers ["pong", ""]).
+        let _: redis::Value = within(PUBSUB_TIMEOUT, sink.ping()).await?;
         if !unused.is_empty() {
             let channels: Vec<String> = unused.iter().map(|t| self.channels.topic(t)).collect();
             within(PUBSUB_TIMEOUT, sink.unsubscribe(channels)).await?;
@@ -438,6 +444,14 @@ impl Bus for RedisBus {
         } else {
             Err(BusError::Unavailable("not connected to Redis pub/sub".into()))
         }
+    }
+
+    fn membership(&self) -> Option<Membership> {
+        Some(Membership {
+            node_id: self.node_id,
+            connected: self.connected.load(Ordering::Acquire),
+            reconnects: self.reconnects.load(Ordering::Relaxed),
+        })
     }
 }
 
