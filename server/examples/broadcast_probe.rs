@@ -124,10 +124,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let mut mine = Vec::with_capacity(expected);
             let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
             while mine.len() < expected {
-                let Ok(Some(Ok(Message::Text(text)))) =
-                    tokio::time::timeout_at(deadline, ws.next()).await
-                else {
-                    break;
+                // Pings (and pongs) are answered by tungstenite; only the end of the socket or
+                // the deadline stops the count.
+                let text = match tokio::time::timeout_at(deadline, ws.next()).await {
+                    Ok(Some(Ok(Message::Text(text)))) => text,
+                    Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+                    _ => break,
                 };
                 if let Ok(ServerEvent::Message { data, .. }) = ServerEvent::parse(&text) {
                     let (seq, sent) = (

@@ -358,3 +358,23 @@ async fn a_redis_outage_answers_503_and_the_cluster_recovers_without_a_restart()
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_started_while_redis_is_down_joins_once_it_is_up() {
+    let mut redis = RedisServer::start().await;
+    redis.kill().await;
+    let nodes = nodes(&redis, 1).await;
+    let node = &nodes[0];
+    assert_eq!(node.get("/ready").await.0, 503);
+    assert_eq!(node.post("/register", Some(KEY), json!({"name": "alice"})).await.0, 503);
+
+    redis.restart().await;
+    wait_for(node, "/ready", 200, Duration::from_secs(10)).await;
+    let (_, topics) = node.get("/topics").await;
+    assert_eq!(topics.as_array().map(Vec::len), Some(2), "--topic topics created: {topics}");
+    let (_, mut ws) = node.client("alice").await;
+    let (status, body) = node.post("/topics/news/publish", Some(KEY), json!({"message": 1})).await;
+    assert_eq!((status, body["recipients"].as_u64()), (200, Some(0)));
+    node.post("/broadcast", Some(KEY), json!({"message": 2})).await;
+    assert_eq!(next_event(&mut ws).await, message(None, None, json!(2)));
+}

@@ -210,7 +210,8 @@ impl RedisBus {
                 // The command connections most likely died with this one: replace them all
                 // rather than fail a request on each.
                 self.pool.discard_connections();
-                self.listener.lock().await.sink = None;
+                // Nothing is listened to until the next connection subscribes again.
+                *self.listener.lock().await = Listener::default();
                 if !lost {
                     return;
                 }
