@@ -12,6 +12,7 @@
 //! - [`store`]: registrations, names, topics, subscriptions: a trait and its stores.
 //! - [`bus`]: events for the other nodes of a cluster.
 //! - [`redis_pool`]: the Redis connections of a cluster member (command pool, pub/sub).
+//! - [`page`]: the test page at `/` and its Wasm client (built in `wasm-client/`).
 //! - [`error`]: typed errors and the one place they become JSON error answers.
 //!
 //! Embedding (as the tests do): `switchboard::start(Config::ephemeral()).await`.
@@ -22,6 +23,7 @@ pub mod config;
 pub mod error;
 pub mod hub;
 pub mod node;
+pub mod page;
 pub mod redis_pool;
 pub mod server;
 pub mod store;

@@ -184,6 +184,7 @@ pub fn app(config: &Config, node: Arc<Node>, settings: WsSettings) -> impl Endpo
     let spec = api.spec_endpoint();
     let route = Route::new()
         .at("/ws/:id", get(ws::upgrade))
+        .at("/assets/:file", get(crate::page::asset))
         .at("/openapi.json", spec)
         .nest("/docs", swagger_ui)
         .nest("/", api);

@@ -216,7 +216,7 @@ async fn health_ready_stats_and_unknown_routes() {
 }
 
 #[tokio::test]
-async fn docs_and_spec_are_served() {
+async fn docs_spec_and_the_test_page_are_served() {
     let server = TestServer::start().await;
     let docs = server.http.get(server.url("/docs")).send().await.unwrap();
     assert_eq!(docs.status(), 200);
@@ -234,7 +234,20 @@ async fn docs_and_spec_are_served() {
     }
     let page = server.http.get(server.url("/")).send().await.unwrap();
     assert_eq!(page.status(), 200);
-    assert!(page.text().await.unwrap().contains("href=\"docs\""));
+    let html = page.text().await.unwrap();
+    assert!(html.contains("href=\"docs\"") && html.contains("startTestPage"), "{html}");
+    for (asset, content_type, magic) in [
+        ("switchboard_wasm_client_bg.wasm", "application/wasm", &b"\0asm"[..]),
+        ("switchboard_wasm_client.js", "text/javascript; charset=utf-8", b"/**"),
+    ] {
+        let response =
+            server.http.get(server.url(&format!("/assets/{asset}"))).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{asset}");
+        assert_eq!(response.headers()["content-type"], content_type, "{asset}");
+        assert!(response.bytes().await.unwrap().starts_with(magic), "{asset}");
+    }
+    let (status, body) = server.get("/assets/other.js").await;
+    assert_eq!((status, body["error"].as_str()), (404, Some("not_found")));
 }
 
 #[tokio::test]

@@ -255,7 +255,7 @@ impl Api {
     /// The test page
     #[oai(path = "/", method = "get", hidden)]
     async fn index(&self) -> Html<&'static str> {
-        Html(INDEX_HTML)
+        Html(crate::page::INDEX_HTML)
     }
 
     /// Liveness: the process is up
@@ -307,18 +307,3 @@ impl Api {
         Ok(Json(Recipients { recipients }))
     }
 }
-
-pub const INDEX_HTML: &str = r#"<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
-<title>Switchboard</title>
-<style>body{font:16px/1.5 system-ui,sans-serif;max-width:40rem;margin:2rem auto;padding:0 1rem}code{background:#f2f2f2;padding:0 .25rem}</style>
-</head><body>
-<h1>Switchboard</h1>
-<p>Real-time messaging over a typed HTTP API and WebSockets.</p>
-<ul>
-<li><a href="docs">API documentation (Swagger UI)</a></li>
-<li><a href="openapi.json">OpenAPI spec</a></li>
-</ul>
-<p>Register with <code>POST /register</code>, then open a WebSocket at the returned <code>ws_url</code>.</p>
-</body></html>
-"#;

@@ -1,0 +1,226 @@
+//! The test page in a real headless Chromium (Debian's, driven over WebDriver by its
+//! chromedriver) against a live server: two pages register, subscribe, publish, broadcast and
+//! unregister through the Wasm client, and a wrong API key is shown to the person. Screenshots
+//! go to `$CARGO_TARGET_TMPDIR/browser/`.
+
+mod support;
+
+use std::{path::PathBuf, process::Stdio, time::Duration};
+
+use fantoccini::{Client, ClientBuilder, Locator, elements::Element};
+use hyper_util::client::legacy::connect::HttpConnector;
+use serde_json::json;
+use support::{KEY, TestServer};
+use tokio::{
+    net::TcpListener,
+    process::{Child, Command},
+    time::{Instant, sleep},
+};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const WAIT: Duration = Duration::from_secs(15);
+
+/// A chromedriver on a free port, killed when dropped.
+struct Chromedriver {
+    port: u16,
+    _child: Child,
+}
+
+impl Chromedriver {
+    async fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port();
+        let child = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("chromedriver runs (apt-get install chromium-driver; ./scripts/test does)");
+        let status = format!("http://127.0.0.1:{port}/status");
+        let deadline = Instant::now() + WAIT;
+        while !reqwest::get(&status).await.is_ok_and(|r| r.status().is_success()) {
+            assert!(Instant::now() < deadline, "chromedriver answers on {port}");
+            sleep(Duration::from_millis(50)).await;
+        }
+        Chromedriver { port, _child: child }
+    }
+
+    /// A new headless Chromium with its own fresh profile, offline but for loopback.
+    async fn browser(&self) -> Client {
+        let options = json!({
+            "binary": CHROMIUM,
+            "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--disable-quic", "--window-size=1280,1000",
+                "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1 , EXCLUDE localhost",
+            ],
+        });
+        let mut capabilities = serde_json::Map::new();
+        capabilities.insert("goog:chromeOptions".into(), options);
+        ClientBuilder::new(HttpConnector::new())
+            .capabilities(capabilities)
+            .connect(&format!("http://127.0.0.1:{}", self.port))
+            .await
+            .expect("a Chromium session starts")
+    }
+}
+
+/// One browser tab on the test page.
+struct Page {
+    name: &'static str,
+    browser: Client,
+}
+
+impl Page {
+    async fn open(driver: &Chromedriver, server: &TestServer, name: &'static str) -> Self {
+        let page = Page { name, browser: driver.browser().await };
+        page.browser.goto(&server.url("/")).await.expect("the page loads");
+        // The Wasm module has started once it listed the topics.
+        page.wait_for_text("topics", "news").await;
+        page
+    }
+
+    async fn element(&self, id: &str) -> Element {
+        self.browser
+            .find(Locator::Id(id))
+            .await
+            .unwrap_or_else(|e| panic!("{}: #{id}: {e}", self.name))
+    }
+
+    async fn text(&self, id: &str) -> String {
+        self.element(id).await.text().await.unwrap_or_default()
+    }
+
+    async fn fill(&self, id: &str, text: &str) {
+        let input = self.element(id).await;
+        input.clear().await.expect("clear");
+        input.send_keys(text).await.expect("type");
+    }
+
+    async fn click(&self, id: &str) {
+        self.element(id)
+            .await
+            .click()
+            .await
+            .unwrap_or_else(|e| panic!("{}: click #{id}: {e}", self.name));
+    }
+
+    /// Picks the `<select id>` option with this value.
+    async fn select(&self, id: &str, value: &str) {
+        let option = format!("#{id} option[value='{value}']");
+        self.browser
+            .find(Locator::Css(&option))
+            .await
+            .expect("the option exists")
+            .click()
+            .await
+            .expect("select");
+    }
+
+    /// Waits until the element's text satisfies `check`; returns it.
+    async fn wait_until(&self, id: &str, what: &str, check: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let text = self.text(id).await;
+            if check(&text) {
+                return text;
+            }
+            if Instant::now() > deadline {
+                let error = self.text("error").await;
+                panic!("{}: #{id} {what}; it shows {text:?} (error banner: {error:?})", self.name);
+            }
+            sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn wait_for_text(&self, id: &str, wanted: &str) -> String {
+        self.wait_until(id, &format!("contains {wanted:?}"), |text| text.contains(wanted)).await
+    }
+
+    async fn wait_for_state(&self, state: &str) {
+        self.wait_until("state", &format!("is {state:?}"), |text| text == state).await;
+    }
+
+    async fn register(&self, key: &str, client: &str) {
+        self.fill("api-key", key).await;
+        self.fill("client-name", client).await;
+        self.click("register").await;
+    }
+
+    async fn screenshot(&self, file: &str) -> PathBuf {
+        let folder = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser");
+        std::fs::create_dir_all(&folder).expect("output folder");
+        let path = folder.join(file);
+        let png = self.browser.screenshot().await.expect("screenshot");
+        std::fs::write(&path, png).expect("write the screenshot");
+        path
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_pages_register_subscribe_publish_broadcast_and_unregister() {
+    let server = TestServer::start().await;
+    let driver = Chromedriver::start().await;
+    let alice = Page::open(&driver, &server, "alice").await;
+    let bob = Page::open(&driver, &server, "bob").await;
+
+    // A wrong key is explained on the page.
+    alice.register("not-the-key", "alice").await;
+    let error = alice.wait_for_text("error", "invalid API key").await;
+    assert!(error.starts_with("Register failed"), "{error}");
+    assert!(alice.element("error").await.is_displayed().await.unwrap(), "the banner is visible");
+
+    for (page, name) in [(&alice, "alice"), (&bob, "bob")] {
+        page.register(KEY, name).await;
+        page.wait_until("client-label", "names the client", |t| t == name).await;
+        let id = page.text("client-id").await;
+        assert_eq!(uuid::Uuid::parse_str(&id).map(|u| u.get_version_num()), Ok(4), "{id}");
+        assert!(page.text("ws-url").await.ends_with(&format!("/ws/{id}")));
+        assert_eq!(page.text("error").await, "", "the earlier error is cleared");
+        page.click("connect").await;
+        page.wait_for_state("connected").await;
+        page.click("topic-news").await;
+        page.wait_until("state-detail", "lists news", |t| t == "subscribed to news").await;
+    }
+    bob.wait_for_text("topics", "2 subscribers").await;
+
+    alice.select("target", "news").await;
+    alice.fill("message", r#"{"headline": "hi bob"}"#).await;
+    alice.click("send").await;
+    let log = bob.wait_for_text("log", "hi bob").await;
+    assert!(log.contains("#news") && log.contains("from alice"), "{log}");
+    alice.wait_for_text("log", "hi bob").await;
+
+    bob.select("target", "").await;
+    bob.fill("message", "hello everyone").await;
+    bob.click("send").await;
+    for page in [&alice, &bob] {
+        let log = page.wait_for_text("log", "\"hello everyone\"").await;
+        assert!(log.contains("broadcast") && log.contains("from bob"), "{}: {log}", page.name);
+    }
+    let shot = bob.screenshot("bob-after-broadcast.png").await;
+    println!("screenshot: {}", shot.display());
+
+    alice.click("unregister").await;
+    alice.wait_for_state("disconnected").await;
+    let detail = alice.text("state-detail").await;
+    assert!(detail.contains("unregistered (4001)"), "{detail}");
+    assert!(!alice.element("connect").await.is_enabled().await.unwrap(), "nothing to connect");
+    alice.screenshot("alice-unregistered.png").await;
+    assert_eq!(bob.text("state").await, "connected", "bob is not affected");
+    let news = alice.element("topic-news").await;
+    assert!(!news.is_selected().await.unwrap(), "an unregistered client has no subscriptions");
+
+    // A phone-sized window: the layout fits without sideways scrolling.
+    bob.browser.set_window_size(390, 844).await.expect("resize");
+    let fits = bob
+        .browser
+        .execute("return document.documentElement.scrollWidth <= window.innerWidth;", vec![]);
+    assert_eq!(fits.await.expect("script runs"), json!(true), "no horizontal overflow at 390 px");
+    bob.screenshot("bob-narrow.png").await;
+
+    for page in [alice, bob] {
+        page.browser.close().await.expect("the browser closes");
+    }
+}
