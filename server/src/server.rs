@@ -199,6 +199,7 @@ pub fn app(config: &Config, node: Arc<Node>, settings: WsSettings) -> impl Endpo
         .with(cors)
         .data(node)
         .data(settings)
+        .around(same_origin_is_not_cross_origin)
         .around(move |next, req| limit_body(next, req, body_limit))
         .around(request_span)
         .catch_all_error(|err| async move { error_response(err) })
@@ -234,6 +235,26 @@ async fn limit_body<E: Endpoint>(
         Ok(chunk)
     });
     req.set_body(Body::from_bytes_stream(body));
+    next.call(req).await.map(IntoResponse::into_response)
+}
+
+/// A request from a page this server served (the test page) carries an `Origin` naming the
+/// server itself; it is not cross-origin, so the CORS allow-list must not refuse it. Such an
+/// `Origin` (same host and port as the `Host` header) is dropped before the CORS check.
+async fn same_origin_is_not_cross_origin<E: Endpoint>(
+    next: E,
+    mut req: Request,
+) -> poem::Result<Response> {
+    let host = req.header(header::HOST).map(str::to_owned);
+    let same_origin = match (req.header(header::ORIGIN), host) {
+        (Some(origin), Some(host)) => {
+            origin.split_once("://").is_some_and(|(_, authority)| authority == host)
+        }
+        _ => false,
+    };
+    if same_origin {
+        req.headers_mut().remove(header::ORIGIN);
+    }
     next.call(req).await.map(IntoResponse::into_response)
 }
 

@@ -3,7 +3,7 @@
 mod support;
 
 use serde_json::{Value, json};
-use support::{KEY, TestServer};
+use support::{KEY, TestServer, try_connect};
 
 fn error_code(body: &Value) -> &str {
     assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "error has a message: {body}");
@@ -288,6 +288,14 @@ async fn cors_allows_listed_origins_and_refuses_others() {
 
     let no_origin = server.http.get(server.url("/topics")).send().await.unwrap();
     assert_eq!(no_origin.status(), 200, "non-browser requests carry no Origin");
+
+    // The server's own pages (the test page) are not cross-origin.
+    let own_origin = server.base.clone();
+    let same = server.http.get(server.url("/topics")).header("Origin", &own_origin).send();
+    assert_eq!(same.await.unwrap().status(), 200, "same-origin request from {own_origin}");
+    let (id, _) = server.register(None).await;
+    let socket = try_connect(&server.ws_url(&id), &[("Origin", own_origin.as_str())]).await;
+    assert!(socket.is_ok(), "same-origin WebSocket");
 }
 
 #[tokio::test]

@@ -160,7 +160,9 @@ impl Page {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_pages_register_subscribe_publish_broadcast_and_unregister() {
-    let server = TestServer::start().await;
+    // With a CORS allow-list that does not name the page's origin: the page is the server's own.
+    let server =
+        TestServer::start_with(|c| c.cors_origins = vec!["https://app.example".into()]).await;
     let driver = Chromedriver::start().await;
     let alice = Page::open(&driver, &server, "alice").await;
     let bob = Page::open(&driver, &server, "bob").await;
