@@ -7,10 +7,16 @@ mod support;
 
 use std::{path::PathBuf, process::Stdio, time::Duration};
 
+use std::sync::Arc;
+
 use fantoccini::{Client, ClientBuilder, Locator, elements::Element};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::json;
 use support::{KEY, TestServer};
+use switchboard::{
+    Config,
+    store::{MemoryStore, Store},
+};
 use tokio::{
     net::TcpListener,
     process::{Child, Command},
@@ -161,8 +167,13 @@ impl Page {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_pages_register_subscribe_publish_broadcast_and_unregister() {
     // With a CORS allow-list that does not name the page's origin: the page is the server's own.
-    let server =
-        TestServer::start_with(|c| c.cors_origins = vec!["https://app.example".into()]).await;
+    // The store outlives the server, which restarts on the same address midway.
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let configure = |config: &mut Config| {
+        config.cors_origins = vec!["https://app.example".into()];
+        config.topics = vec!["news".into(), "sports".into()];
+    };
+    let server = TestServer::start_on_with(store.clone(), configure).await;
     let driver = Chromedriver::start().await;
     let alice = Page::open(&driver, &server, "alice").await;
     let bob = Page::open(&driver, &server, "bob").await;
@@ -203,6 +214,26 @@ async fn two_pages_register_subscribe_publish_broadcast_and_unregister() {
     }
     let shot = bob.screenshot("bob-after-broadcast.png").await;
     println!("screenshot: {}", shot.display());
+
+    // The server restarts: both pages reconnect by themselves, subscriptions intact.
+    let addr = server.running.as_ref().expect("running").local_addr;
+    server.shutdown().await;
+    for page in [&alice, &bob] {
+        let detail = page.wait_for_text("state-detail", "retrying in").await;
+        assert!(detail.contains("shutting down (1001)"), "{}: {detail}", page.name);
+    }
+    let _server = TestServer::start_on_with(store, |config| {
+        configure(config);
+        config.bind = addr;
+    })
+    .await;
+    for page in [&alice, &bob] {
+        page.wait_for_state("connected").await;
+        assert_eq!(page.text("state-detail").await, "subscribed to news");
+    }
+    alice.fill("message", "after the restart").await;
+    alice.click("send").await;
+    bob.wait_for_text("log", "after the restart").await;
 
     alice.click("unregister").await;
     alice.wait_for_state("disconnected").await;

@@ -42,8 +42,17 @@ impl TestServer {
 
     /// A server with API key [`KEY`] on the given store (no topics created).
     pub async fn start_on(store: std::sync::Arc<dyn switchboard::store::Store>) -> Self {
+        Self::start_on_with(store, |_| {}).await
+    }
+
+    /// A server with API key [`KEY`] on the given store, configured further by `configure`.
+    pub async fn start_on_with(
+        store: std::sync::Arc<dyn switchboard::store::Store>,
+        configure: impl FnOnce(&mut Config),
+    ) -> Self {
         let mut config = Config::ephemeral();
         config.api_keys = vec![KEY.into()];
+        configure(&mut config);
         let running = switchboard::start_with_store(config, store).await.expect("server starts");
         Self::serving(running)
     }
