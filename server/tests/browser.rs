@@ -257,3 +257,68 @@ async fn two_pages_register_subscribe_publish_broadcast_and_unregister() {
         page.browser.close().await.expect("the browser closes");
     }
 }
+
+/// The library as a page's own JavaScript uses it (the README's example).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_library_works_from_javascript() {
+    let server = TestServer::start().await;
+    let driver = Chromedriver::start().await;
+    let page = Page::open(&driver, &server, "script").await;
+    let script = r#"
+        const [key, done] = arguments;
+        const lib = await import("/assets/switchboard_wasm_client.js");
+        await lib.default({ module_or_path: "/assets/switchboard_wasm_client_bg.wasm" });
+        const seen = { states: [], messages: [] };
+        const client = new lib.SwitchboardClient(location.origin);
+        try {
+            await client.register("wrong", "carol");
+        } catch (err) {
+            seen.wrongKey = String(err.message);
+        }
+        const registered = await client.register(key, "carol");
+        seen.name = registered.name;
+        const connected = new Promise((resolve) => client.onState((state) => {
+            seen.states.push(state);
+            if (state === "connected") resolve();
+        }));
+        const received = new Promise((resolve) => client.onMessage((topic, from, data) => {
+            seen.messages.push({ topic, from, data });
+            if (seen.messages.length === 2) resolve();
+        }));
+        client.connect();
+        await connected;
+        try {
+            await client.subscribe(["nope"]);
+        } catch (err) {
+            seen.missingTopic = String(err.message);
+        }
+        await client.subscribe(["sports"]);
+        await client.publish("sports", { score: [2, 1] });
+        await client.broadcast(null);
+        await received;
+        seen.topics = (await client.topics()).map((t) => `${t.name}:${t.subscribers}`);
+        seen.unregistered = (await client.unregister()).closed_connections;
+        client.close();
+        seen.finalState = client.state;
+        done(seen);
+    "#;
+    let seen = page
+        .browser
+        .execute_async(script, vec![json!(KEY)])
+        .await
+        .expect("the script runs to the end");
+    assert_eq!(seen["name"], "carol");
+    assert!(seen["wrongKey"].as_str().unwrap().contains("invalid API key"), "{seen}");
+    assert!(seen["missingTopic"].as_str().unwrap().contains("topic_not_found"), "{seen}");
+    assert_eq!(seen["states"], json!(["connecting", "connected", "disconnected"]), "{seen}");
+    assert_eq!(
+        seen["messages"],
+        json!([
+            {"topic": "sports", "from": "carol", "data": {"score": [2, 1]}},
+            {"topic": null, "from": "carol", "data": null},
+        ])
+    );
+    assert_eq!(seen["topics"], json!(["news:0", "sports:1"]));
+    assert_eq!(seen["unregistered"], 1);
+    assert_eq!(seen["finalState"], "disconnected");
+}
