@@ -186,7 +186,9 @@ impl SwitchboardClient {
             let _ = socket.ws.close_with_code(1000);
         }
         self.inner.fail_pending("the connection was closed");
-        self.inner.set_state(State::Disconnected, &JsValue::from_str("closed by you"));
+        if self.inner.state.get() != State::Disconnected {
+            self.inner.set_state(State::Disconnected, &JsValue::from_str("closed by you"));
+        }
     }
 
     /// Subscribes to topics; resolves on the server's ack.
