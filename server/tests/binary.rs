@@ -143,7 +143,8 @@ fn cpu_seconds(pid: u32) -> f64 {
 async fn with_redis_the_log_says_so_and_an_outage_neither_kills_nor_spins_the_node() {
     let mut redis = support::redis_server::RedisServer::start().await;
     let url = redis.url();
-    let Spawned { mut child, early_logs, base, .. } =
+    // `_logs` keeps the log reader alive: the node must never write into a closed pipe.
+    let Spawned { mut child, early_logs, base, logs: _logs } =
         spawn(&["--redis-url", &url, "--api-key", "k", "--topic", "news"]).await;
     let store_line = early_logs
         .iter()
