@@ -322,7 +322,9 @@ impl Inner {
             this.set_state(State::Disconnected, &JsValue::from_str(&gave_up));
             return;
         };
-        let detail = format!("{detail}; retrying in {:.1} s", f64::from(delay) / 1000.0);
+        // Tenths of a second, in integers: float formatting would add kilobytes to the .wasm.
+        let tenths = delay.div_ceil(100);
+        let detail = format!("{detail}; retrying in {}.{} s", tenths / 10, tenths % 10);
         this.set_state(State::Reconnecting, &JsValue::from_str(&detail));
         let weak: Weak<Inner> = Rc::downgrade(this);
         let retry = Closure::once_into_js(move || {

@@ -64,7 +64,8 @@ pub fn describe(err: &JsValue) -> String {
     err.dyn_ref::<js_sys::Error>()
         .map(|err| String::from(err.message()))
         .or_else(|| err.as_string())
-        .unwrap_or_else(|| format!("{err:?}"))
+        .or_else(|| js_sys::JSON::stringify(err).ok().and_then(|text| text.as_string()))
+        .unwrap_or_else(|| "unknown error".to_owned())
 }
 
 #[cfg(test)]
