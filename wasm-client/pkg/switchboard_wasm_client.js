@@ -63,6 +63,14 @@ export class SwitchboardClient {
         return this;
     }
     /**
+     * `callback(message)` for problems no promise reports: an error frame the server sent
+     * unasked, or a frame that cannot be read. (Without it they go to the console.)
+     * @param {Function} callback
+     */
+    onError(callback) {
+        wasm.switchboardclient_onError(this.__wbg_ptr, callback);
+    }
+    /**
      * `callback(topic, from, data)` for every message (`topic` and `from` may be null).
      * @param {Function} callback
      */
@@ -679,7 +687,7 @@ function __wbg_get_imports() {
             return ret;
         },
         __wbindgen_generic_0000000000000002: function(arg0, arg1) {
-            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [Externref], shim_idx: 86, ret: Result(Unit), inner_ret: Some(Result(Unit)) }, mutable: true }) -> Externref`.
+            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [Externref], shim_idx: 90, ret: Result(Unit), inner_ret: Some(Result(Unit)) }, mutable: true }) -> Externref`.
             const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h5e84aab8614c9381);
             return ret;
         },
@@ -690,25 +698,30 @@ function __wbg_get_imports() {
         },
         __wbindgen_generic_0000000000000004: function(arg0, arg1) {
             // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("Event")], shim_idx: 2, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
-            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h082915294b98d2ef_20);
+            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h082915294b98d2ef_21);
             return ret;
         },
         __wbindgen_generic_0000000000000005: function(arg0, arg1) {
             // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("MessageEvent")], shim_idx: 2, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
-            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h082915294b98d2ef_21);
+            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h082915294b98d2ef_22);
             return ret;
         },
         __wbindgen_generic_0000000000000006: function(arg0, arg1) {
-            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [String, Externref], shim_idx: 4, ret: Unit, inner_ret: Some(Unit) }, mutable: false }) -> Externref`.
+            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [String, Externref], shim_idx: 5, ret: Unit, inner_ret: Some(Unit) }, mutable: false }) -> Externref`.
             const ret = makeClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h8cf7e297862fa339);
             return ret;
         },
         __wbindgen_generic_0000000000000007: function(arg0, arg1) {
+            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [String], shim_idx: 4, ret: Unit, inner_ret: Some(Unit) }, mutable: false }) -> Externref`.
+            const ret = makeClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__hfdfc59e4bcefadf9);
+            return ret;
+        },
+        __wbindgen_generic_0000000000000008: function(arg0, arg1) {
             // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [], shim_idx: 3, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
             const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h4007e2af9d45b8c0);
             return ret;
         },
-        __wbindgen_generic_0000000000000008: function(arg0, arg1) {
+        __wbindgen_generic_0000000000000009: function(arg0, arg1) {
             // Cast intrinsic for `Ref(String) -> Externref`.
             const ret = getStringFromWasm0(arg0, arg1);
             return ret;
@@ -736,12 +749,12 @@ function wasm_bindgen__convert__closures_____invoke__h082915294b98d2ef(arg0, arg
     wasm.wasm_bindgen__convert__closures_____invoke__h082915294b98d2ef(arg0, arg1, arg2);
 }
 
-function wasm_bindgen__convert__closures_____invoke__h082915294b98d2ef_20(arg0, arg1, arg2) {
-    wasm.wasm_bindgen__convert__closures_____invoke__h082915294b98d2ef_20(arg0, arg1, arg2);
-}
-
 function wasm_bindgen__convert__closures_____invoke__h082915294b98d2ef_21(arg0, arg1, arg2) {
     wasm.wasm_bindgen__convert__closures_____invoke__h082915294b98d2ef_21(arg0, arg1, arg2);
+}
+
+function wasm_bindgen__convert__closures_____invoke__h082915294b98d2ef_22(arg0, arg1, arg2) {
+    wasm.wasm_bindgen__convert__closures_____invoke__h082915294b98d2ef_22(arg0, arg1, arg2);
 }
 
 function wasm_bindgen__convert__closures_____invoke__h5e84aab8614c9381(arg0, arg1, arg2) {
@@ -757,6 +770,12 @@ function wasm_bindgen__convert__closures_____invoke__hb7bae8d1ceda1975(arg0, arg
 
 function wasm_bindgen__convert__closures_____invoke__h6e4451013586fec7(arg0, arg1, arg2, arg3, arg4) {
     wasm.wasm_bindgen__convert__closures_____invoke__h6e4451013586fec7(arg0, arg1, arg2, arg3, arg4);
+}
+
+function wasm_bindgen__convert__closures_____invoke__hfdfc59e4bcefadf9(arg0, arg1, arg2) {
+    const ptr0 = passStringToWasm0(arg2, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
+    const len0 = WASM_VECTOR_LEN;
+    wasm.wasm_bindgen__convert__closures_____invoke__hfdfc59e4bcefadf9(arg0, arg1, ptr0, len0);
 }
 
 function wasm_bindgen__convert__closures_____invoke__h8cf7e297862fa339(arg0, arg1, arg2, arg3) {

@@ -63,6 +63,7 @@ struct Inner {
     pending: RefCell<HashMap<u64, (Function, Function)>>,
     on_message: RefCell<Option<Function>>,
     on_state: RefCell<Option<Function>>,
+    on_error: RefCell<Option<Function>>,
 }
 
 /// A Switchboard client for browsers.
@@ -91,6 +92,7 @@ impl SwitchboardClient {
                 pending: RefCell::new(HashMap::new()),
                 on_message: RefCell::new(None),
                 on_state: RefCell::new(None),
+                on_error: RefCell::new(None),
             }),
         }
     }
@@ -163,6 +165,13 @@ impl SwitchboardClient {
     #[wasm_bindgen(js_name = onState)]
     pub fn on_state(&self, callback: Function) {
         *self.inner.on_state.borrow_mut() = Some(callback);
+    }
+
+    /// `callback(message)` for problems no promise reports: an error frame the server sent
+    /// unasked, or a frame that cannot be read. (Without it they go to the console.)
+    #[wasm_bindgen(js_name = onError)]
+    pub fn on_error(&self, callback: Function) {
+        *self.inner.on_error.borrow_mut() = Some(callback);
     }
 
     /// Opens the socket and keeps it open: after a drop it reconnects with backoff, until
@@ -289,12 +298,20 @@ impl Inner {
                     Some((_, reject)) => {
                         let _ = reject.call1(&JsValue::NULL, &js_sys::Error::new(&text));
                     }
-                    None => web_sys::console::warn_1(&JsValue::from_str(&text)),
+                    None => self.report(&text),
                 }
             }
-            Err(err) => web_sys::console::warn_1(&JsValue::from_str(&format!(
-                "unreadable frame from the server: {err}"
-            ))),
+            Err(err) => self.report(&format!("unreadable frame from the server: {err}")),
+        }
+    }
+
+    fn report(&self, problem: &str) {
+        let callback = self.on_error.borrow().clone();
+        match callback {
+            Some(callback) => {
+                let _ = callback.call1(&JsValue::NULL, &JsValue::from_str(problem));
+            }
+            None => web_sys::console::warn_1(&JsValue::from_str(problem)),
         }
     }
 

@@ -135,6 +135,13 @@ impl Page {
             },
         );
         self.client.on_message(on_message.into_js_value().unchecked_into());
+        let page = Rc::downgrade(self);
+        let on_error = Closure::<dyn Fn(String)>::new(move |problem: String| {
+            if let Some(page) = page.upgrade() {
+                page.show_error(&format!("The server reported: {problem}"));
+            }
+        });
+        self.client.on_error(on_error.into_js_value().unchecked_into());
         Ok(())
     }
 
