@@ -332,6 +332,9 @@ async fn a_redis_outage_answers_503_and_the_cluster_recovers_without_a_restart()
         recovery = recovery.max(wait_for(node, "/ready", 200, Duration::from_secs(10)).await);
     }
     println!("both nodes ready again {recovery:?} after Redis restarted");
+    for node in &nodes {
+        assert_eq!(node.stats().await["cluster"]["bus_reconnects"], 1, "one reconnection");
+    }
     // Alice's registration was lost with Redis's data: her socket is told so.
     assert_eq!(close_code(&mut alice_ws).await, Some(CLOSE_UNREGISTERED));
     for node in &nodes {
@@ -370,6 +373,7 @@ async fn a_node_started_while_redis_is_down_joins_once_it_is_up() {
 
     redis.restart().await;
     wait_for(node, "/ready", 200, Duration::from_secs(10)).await;
+    assert_eq!(node.stats().await["cluster"]["bus_reconnects"], 0, "joined, never lost");
     let (_, topics) = node.get("/topics").await;
     assert_eq!(topics.as_array().map(Vec::len), Some(2), "--topic topics created: {topics}");
     let (_, mut ws) = node.client("alice").await;

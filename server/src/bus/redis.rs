@@ -200,8 +200,13 @@ impl RedisBus {
         mut stream: Option<PubSubStream>,
     ) {
         let mut delay = RECONNECT_FIRST;
+        let mut ever_connected = false;
         loop {
             if let Some(stream) = stream.take() {
+                if ever_connected {
+                    self.reconnects.fetch_add(1, Ordering::Relaxed);
+                }
+                ever_connected = true;
                 delay = RECONNECT_FIRST;
                 self.connected.store(true, Ordering::Release);
                 tracing::info!("joined the cluster bus");
@@ -223,10 +228,7 @@ impl RedisBus {
             }
             delay = (delay * 2).min(RECONNECT_MAX);
             match self.connect(&node).await {
-                Ok(connected) => {
-                    self.reconnects.fetch_add(1, Ordering::Relaxed);
-                    stream = Some(connected);
-                }
+                Ok(connected) => stream = Some(connected),
                 Err(err) => tracing::debug!(%err, "reconnecting to the cluster bus"),
             }
         }
