@@ -26,10 +26,20 @@ use tokio::{
 const CHROMIUM: &str = "/usr/bin/chromium";
 const WAIT: Duration = Duration::from_secs(15);
 
-/// A chromedriver on a free port, killed when dropped.
+/// A chromedriver on a free port. It runs in a process group of its own with the browsers it
+/// starts; dropping it kills the whole group, so no Chromium outlives a test, even a failed one.
 struct Chromedriver {
     port: u16,
-    _child: Child,
+    child: Child,
+}
+
+impl Drop for Chromedriver {
+    fn drop(&mut self) {
+        if let Some(pid) = self.child.id() {
+            let group = format!("-{pid}");
+            let _ = std::process::Command::new("kill").args(["-KILL", "--", &group]).status();
+        }
+    }
 }
 
 impl Chromedriver {
@@ -39,6 +49,7 @@ impl Chromedriver {
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            .process_group(0)
             .kill_on_drop(true)
             .spawn()
             .expect("chromedriver runs (apt-get install chromium-driver; ./scripts/test does)");
@@ -48,7 +59,7 @@ impl Chromedriver {
             assert!(Instant::now() < deadline, "chromedriver answers on {port}");
             sleep(Duration::from_millis(50)).await;
         }
-        Chromedriver { port, _child: child }
+        Chromedriver { port, child }
     }
 
     /// A new headless Chromium with its own fresh profile, offline but for loopback.
@@ -321,4 +332,5 @@ async fn the_client_library_works_from_javascript() {
     assert_eq!(seen["topics"], json!(["news:0", "sports:1"]));
     assert_eq!(seen["unregistered"], 1);
     assert_eq!(seen["finalState"], "disconnected");
+    page.browser.close().await.expect("the browser closes");
 }
