@@ -378,11 +378,13 @@ impl RedisBus {
     async fn announce_control(&self, control: Control) -> Result<usize, BusError> {
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         let acks = Arc::new(Acks::default());
-        // Registered before publishing: an ack may arrive before PUBLISH returns.
+        // Registered before publishing: an ack may arrive before PUBLISH returns. Removed by
+        // the guard even when the request is dropped mid-wait (its client went away).
         self.pending.insert(seq, acks.clone());
-        let result = self.await_acks(seq, control, &acks).await;
-        self.pending.remove(&seq);
-        result
+        scopeguard::defer! {
+            self.pending.remove(&seq);
+        }
+        self.await_acks(seq, control, &acks).await
     }
 
     async fn await_acks(&self, seq: u64, control: Control, acks: &Acks) -> Result<usize, BusError> {
