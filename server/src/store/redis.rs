@@ -4,8 +4,7 @@
 //! `P topics` set of topic names; `P topic:<name>` set of subscriber ids; `P subs:<id>` set of
 //! the client's topics. Each change that touches several keys is one Lua script, so it is
 //! atomic: two nodes racing for one name both run `HSETNX`, and exactly one wins. The scripts
-//! derive some keys from the prefix, so they need a single Redis (or Sentinel), not Redis
-//! Cluster.
+//! derive some keys from the prefix, so they need a single Redis server, not Redis Cluster.
 
 use async_trait::async_trait;
 use redis::{Script, cmd};
