@@ -288,16 +288,12 @@ async fn the_client_library_works_from_javascript() {
         }
         const registered = await client.register(key, "carol");
         seen.name = registered.name;
-        const connected = new Promise((resolve) => client.onState((state) => {
-            seen.states.push(state);
-            if (state === "connected") resolve();
-        }));
+        client.onState((state) => seen.states.push(state));
         const received = new Promise((resolve) => client.onMessage((topic, from, data) => {
             seen.messages.push({ topic, from, data });
             if (seen.messages.length === 2) resolve();
         }));
-        client.connect();
-        await connected;
+        seen.welcomeTopics = await client.connect();
         try {
             await client.subscribe(["nope"]);
         } catch (err) {
@@ -322,6 +318,7 @@ async fn the_client_library_works_from_javascript() {
     assert!(seen["wrongKey"].as_str().unwrap().contains("invalid API key"), "{seen}");
     assert!(seen["missingTopic"].as_str().unwrap().contains("topic_not_found"), "{seen}");
     assert_eq!(seen["states"], json!(["connecting", "connected", "disconnected"]), "{seen}");
+    assert_eq!(seen["welcomeTopics"], json!([]), "connect() resolves with the subscriptions");
     assert_eq!(
         seen["messages"],
         json!([

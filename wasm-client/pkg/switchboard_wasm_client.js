@@ -29,13 +29,13 @@ export class SwitchboardClient {
     }
     /**
      * Opens the socket and keeps it open: after a drop it reconnects with backoff, until
-     * `close`, an unregister, or too many failures in a row.
+     * `close`, an unregister, or too many failures in a row. Resolves with the subscribed
+     * topics once connected; rejects if it ends disconnected first.
+     * @returns {Promise<any>}
      */
     connect() {
         const ret = wasm.switchboardclient_connect(this.__wbg_ptr);
-        if (ret[1]) {
-            throw takeFromExternrefTable0(ret[0]);
-        }
+        return ret;
     }
     /**
      * The registered id, if any.
@@ -687,7 +687,7 @@ function __wbg_get_imports() {
             return ret;
         },
         __wbindgen_generic_0000000000000002: function(arg0, arg1) {
-            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [Externref], shim_idx: 90, ret: Result(Unit), inner_ret: Some(Result(Unit)) }, mutable: true }) -> Externref`.
+            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [Externref], shim_idx: 94, ret: Result(Unit), inner_ret: Some(Result(Unit)) }, mutable: true }) -> Externref`.
             const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h5e84aab8614c9381);
             return ret;
         },

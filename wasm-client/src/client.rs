@@ -61,6 +61,8 @@ struct Inner {
     next_ref: Cell<u64>,
     /// Requests awaiting their ack: resolve, reject.
     pending: RefCell<HashMap<u64, (Function, Function)>>,
+    /// `connect` promises awaiting the first `connected` (or a final `disconnected`).
+    connecting: RefCell<Vec<(Function, Function)>>,
     on_message: RefCell<Option<Function>>,
     on_state: RefCell<Option<Function>>,
     on_error: RefCell<Option<Function>>,
@@ -90,6 +92,7 @@ impl SwitchboardClient {
                 reconnect_timer: Cell::new(None),
                 next_ref: Cell::new(1),
                 pending: RefCell::new(HashMap::new()),
+                connecting: RefCell::new(Vec::new()),
                 on_message: RefCell::new(None),
                 on_state: RefCell::new(None),
                 on_error: RefCell::new(None),
@@ -175,15 +178,20 @@ impl SwitchboardClient {
     }
 
     /// Opens the socket and keeps it open: after a drop it reconnects with backoff, until
-    /// `close`, an unregister, or too many failures in a row.
-    pub fn connect(&self) -> Result<(), JsError> {
+    /// `close`, an unregister, or too many failures in a row. Resolves with the subscribed
+    /// topics once connected; rejects if it ends disconnected first.
+    pub fn connect(&self) -> Promise {
         if self.inner.ws_url.borrow().is_none() {
-            return Err(JsError::new("register first (or useClient with an id)"));
+            let err = js_sys::Error::new("register first (or useClient with an id)");
+            return Promise::reject(&err);
         }
+        let promise = Promise::new(&mut |resolve, reject| {
+            self.inner.connecting.borrow_mut().push((resolve, reject));
+        });
         self.inner.wanted.set(true);
         self.inner.attempt.set(0);
         Inner::open(&self.inner);
-        Ok(())
+        promise
     }
 
     /// Closes the socket and stops reconnecting.
@@ -371,6 +379,18 @@ impl Inner {
 
     fn set_state(&self, state: State, detail: &JsValue) {
         self.state.set(state);
+        if matches!(state, State::Connected | State::Disconnected) {
+            let waiting: Vec<_> = self.connecting.borrow_mut().drain(..).collect();
+            for (resolve, reject) in waiting {
+                let _ = match state {
+                    State::Connected => resolve.call1(&JsValue::NULL, detail),
+                    _ => {
+                        let why = detail.as_string().unwrap_or_else(|| "disconnected".into());
+                        reject.call1(&JsValue::NULL, &js_sys::Error::new(&why))
+                    }
+                };
+            }
+        }
         let callback = self.on_state.borrow().clone();
         if let Some(callback) = callback {
             let _ = callback.call2(&JsValue::NULL, &JsValue::from_str(state.name()), detail);

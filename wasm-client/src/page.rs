@@ -99,9 +99,13 @@ impl Page {
         self.on("unregister", "click", |page, _| spawn_local(page.unregister()))?;
         self.on("connect", "click", |page, _| {
             page.clear_error();
-            if let Err(err) = page.client.connect() {
-                page.show_error(&describe(&err.into()));
-            }
+            let connected = JsFuture::from(page.client.connect());
+            spawn_local(async move {
+                // Progress shows in the state badge; a connect that ends disconnected is an error.
+                if let Err(err) = connected.await {
+                    page.show_error(&format!("Connect failed: {}", describe(&err)));
+                }
+            });
         })?;
         self.on("disconnect", "click", |page, _| page.client.close())?;
         self.on("refresh-topics", "click", |page, _| spawn_local(page.refresh_topics()))?;
