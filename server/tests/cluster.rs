@@ -382,3 +382,29 @@ async fn a_node_started_while_redis_is_down_joins_once_it_is_up() {
     node.post("/broadcast", Some(KEY), json!({"message": 2})).await;
     assert_eq!(next_event(&mut ws).await, message(None, None, json!(2)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_pubsub_connection_is_made_again_with_every_channel() {
+    let (redis, nodes) = cluster(2).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let (alice, mut alice_ws) = a.client("alice").await;
+    assert_eq!(b.post("/subscribe", None, json!({"id": alice, "topics": ["news"]})).await.0, 202);
+
+    // Redis keeps its data; only the nodes' pub/sub connections are cut.
+    let killed: u64 =
+        redis_query(&redis, redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("pubsub")).await;
+    assert_eq!(killed, 2, "one pub/sub connection per node");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for node in &nodes {
+        while node.stats().await["cluster"]["bus_reconnects"] != 1 {
+            assert!(Instant::now() < deadline, "the node reconnects its bus");
+            sleep(Duration::from_millis(50)).await;
+        }
+    }
+    assert_eq!(topic_listeners(&redis).await, [("news".into(), 1)], "A listens to news again");
+    let (status, body) = b.post("/topics/news/publish", Some(KEY), json!({"message": 1})).await;
+    assert_eq!((status, body["recipients"].as_u64()), (200, Some(1)));
+    assert_eq!(next_event(&mut alice_ws).await, message(Some("news"), None, json!(1)));
+    b.post("/broadcast", Some(KEY), json!({"message": 2})).await;
+    assert_eq!(next_event(&mut alice_ws).await, message(None, None, json!(2)));
+}
