@@ -264,7 +264,7 @@ impl Api {
         Json(Status { status: "ok".into() })
     }
 
-    /// Readiness: the store is reachable
+    /// Readiness: the store is reachable (in a cluster, the Redis pub/sub bus is connected too)
     #[oai(path = "/ready", method = "get", operation_id = "ready", tag = "Tag::Operations")]
     async fn ready(&self) -> ApiResult<Json<Status>, ReadyErrors> {
         self.node.ready().await?;
