@@ -33,8 +33,8 @@ pub enum StartError {
     RedisUrl(redis::RedisError),
     #[error("invalid --topic `{0}`: topic names are 1-64 of A-Za-z0-9_.-")]
     BadTopic(String),
-    #[error("cannot create topic `{0}`: {1}")]
-    Topic(String, StoreError),
+    #[error("cannot create the --topic topics: {0}")]
+    Topics(StoreError),
     #[error("cannot listen on {0}: {1}")]
     Bind(SocketAddr, io::Error),
 }
@@ -99,18 +99,8 @@ async fn launch(
     store: Arc<dyn Store>,
     redis_bus: Option<Arc<RedisBus>>,
 ) -> Result<Running, StartError> {
-    for topic in &config.topics {
-        if !crate::store::valid_name(topic) {
-            return Err(StartError::BadTopic(topic.clone()));
-        }
-        match store.create_topic(topic).await {
-            Ok(()) | Err(StoreError::TopicExists(_)) => {}
-            // A shared store may be down at start; the bus creates them once it is back.
-            Err(StoreError::Unavailable(err)) if redis_bus.is_some() => {
-                tracing::warn!(%err, topic, "cannot create the topic yet");
-            }
-            Err(err) => return Err(StartError::Topic(topic.clone(), err)),
-        }
+    if let Some(bad) = config.topics.iter().find(|topic| !crate::store::valid_name(topic)) {
+        return Err(StartError::BadTopic(bad.clone()));
     }
 
     let api_keys = if config.api_keys.is_empty() {
@@ -142,9 +132,14 @@ async fn launch(
         shutdown: shutdown.clone(),
         tasks: TaskTracker::new(),
     };
-    if let Some(bus) = redis_bus {
-        let membership = bus.join(node.clone(), shutdown.clone()).await;
-        settings.tasks.spawn(membership);
+    match redis_bus {
+        // Joining creates the configured topics, and again after every reconnection (Redis may
+        // come back empty); a Redis that is down at start does not stop the node.
+        Some(bus) => {
+            let membership = bus.join(node.clone(), shutdown.clone()).await;
+            settings.tasks.spawn(membership);
+        }
+        None => node.create_configured_topics().await.map_err(StartError::Topics)?,
     }
     let app = app(&config, node, settings.clone());
 
