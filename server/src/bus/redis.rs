@@ -82,16 +82,6 @@ struct Ack {
 }
 
 impl Control {
-    fn from_event(event: Event) -> Result<Control, Event> {
-        Ok(match event {
-            Event::Subscribed { client, topics } => Control::Subscribed { client, topics },
-            Event::Unsubscribed { client, topics } => Control::Unsubscribed { client, topics },
-            Event::Unregistered { client } => Control::Unregistered { client },
-            Event::TopicDeleted { topic } => Control::TopicDeleted { topic },
-            deliver @ Event::Deliver { .. } => return Err(deliver),
-        })
-    }
-
     fn into_event(self) -> Event {
         match self {
             Control::Subscribed { client, topics } => Event::Subscribed { client, topics },
@@ -411,18 +401,21 @@ impl RedisBus {
 #[async_trait]
 impl Bus for RedisBus {
     async fn announce(&self, event: Event) -> Result<usize, BusError> {
-        match Control::from_event(event) {
-            Ok(control) => self.announce_control(control).await,
-            Err(Event::Deliver { target, frame }) => {
+        let control = match event {
+            Event::Deliver { target, frame } => {
                 let channel = match &target {
                     Target::Broadcast => self.channels.all.clone(),
                     Target::Topic(topic) => self.channels.topic(topic),
                 };
                 self.publish(&channel, frame.payload()).await?;
-                Ok(0)
+                return Ok(0);
             }
-            Err(_) => Ok(0),
-        }
+            Event::Subscribed { client, topics } => Control::Subscribed { client, topics },
+            Event::Unsubscribed { client, topics } => Control::Unsubscribed { client, topics },
+            Event::Unregistered { client } => Control::Unregistered { client },
+            Event::TopicDeleted { topic } => Control::TopicDeleted { topic },
+        };
+        self.announce_control(control).await
     }
 
     async fn listen(&self, topics: &[String]) -> Result<(), BusError> {
