@@ -9,7 +9,7 @@ use std::{
 };
 
 use js_sys::{Function, Promise};
-use switchboard_protocol::ServerEvent;
+use switchboard_protocol::{CLOSE_UNREGISTERED, ServerEvent};
 use wasm_bindgen::{JsCast, prelude::*};
 use web_sys::{CloseEvent, MessageEvent, WebSocket};
 
@@ -147,7 +147,8 @@ impl SwitchboardClient {
         let id = self.inner.id.borrow().clone().ok_or_else(|| JsError::new("not registered"))?;
         let url = format!("{}/register/{id}", self.inner.base_url);
         let answer = http::call("DELETE", &url, None, None).await?;
-        *self.inner.id.borrow_mut() = None;
+        self.inner.id.borrow_mut().take();
+        self.inner.ws_url.borrow_mut().take();
         http::to_js(&answer)
     }
 
@@ -333,6 +334,11 @@ impl Inner {
         let why =
             if reason.is_empty() { describe_close(code).to_owned() } else { reason.to_owned() };
         this.fail_pending(&format!("disconnected: {why}"));
+        if code == CLOSE_UNREGISTERED {
+            // The id is gone for good (unregistered here or anywhere else).
+            this.id.borrow_mut().take();
+            this.ws_url.borrow_mut().take();
+        }
         let detail = format!("{why} ({code})");
         if !this.wanted.get() || !reconnect_helps(code) {
             this.wanted.set(false);

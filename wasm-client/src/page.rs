@@ -24,7 +24,6 @@ struct Page {
     client: SwitchboardClient,
     /// Topics the connected socket is subscribed to (from the welcome, then our changes).
     subscribed: RefCell<BTreeSet<String>>,
-    registered: RefCell<bool>,
 }
 
 /// Starts the test page (called by `index.html` once the module is loaded).
@@ -37,7 +36,6 @@ pub fn start_test_page() -> Result<(), JsValue> {
         doc,
         client: SwitchboardClient::new(origin),
         subscribed: RefCell::new(BTreeSet::new()),
-        registered: RefCell::new(false),
     });
     page.wire()?;
     spawn_local(page.clone().refresh_topics());
@@ -174,7 +172,6 @@ impl Page {
                 if let Ok(section) = self.el::<HtmlElement>("registration") {
                     section.set_hidden(false);
                 }
-                *self.registered.borrow_mut() = true;
                 self.enable("unregister", true);
                 self.enable("connect", true);
                 self.text("state-detail", "registered; not connected");
@@ -187,7 +184,6 @@ impl Page {
         self.clear_error();
         match self.client.unregister().await {
             Ok(_) => {
-                *self.registered.borrow_mut() = false;
                 let name = self.el::<Element>("client-label").ok().and_then(|e| e.text_content());
                 self.text("client-label", &format!("{} (unregistered)", name.unwrap_or_default()));
                 self.enable("unregister", false);
@@ -212,17 +208,15 @@ impl Page {
             detail.as_string().unwrap_or_default()
         };
         self.text("state-detail", &detail_text);
-        let registered = *self.registered.borrow();
+        let registered = self.client.id().is_some();
         self.enable("connect", registered && state == "disconnected");
         self.enable("disconnect", state != "disconnected");
         self.enable("send", state == "connected");
-        if state == "disconnected" && detail_text.contains("unregistered") {
-            // The client and its subscriptions are gone.
-            *self.registered.borrow_mut() = false;
+        if !registered {
+            // Unregistered (here or elsewhere): the client and its subscriptions are gone.
             self.subscribed.borrow_mut().clear();
             self.sync_checkboxes();
             self.enable("unregister", false);
-            self.enable("connect", false);
         }
     }
 
