@@ -133,6 +133,14 @@ async fn subscribe_via_one_node_applies_to_a_socket_on_another() {
     for ws in [&mut ws, &mut second] {
         assert_eq!(next_event(ws).await, message(Some("sports"), None, json!(3)));
     }
+
+    // A subscribe over the socket on A (acked) applies to the client's socket on C too.
+    send_json(&mut ws, json!({"type": "subscribe", "topics": ["news"], "ref": 9})).await;
+    assert_eq!(next_event(&mut ws).await, ServerEvent::Ack { reference: Some(json!(9)) });
+    b.post("/topics/news/publish", Some(KEY), json!({"message": 4})).await;
+    for ws in [&mut ws, &mut second] {
+        assert_eq!(next_event(ws).await, message(Some("news"), None, json!(4)));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
