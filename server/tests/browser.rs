@@ -18,7 +18,6 @@ use switchboard::{
     store::{MemoryStore, Store},
 };
 use tokio::{
-    net::TcpListener,
     process::{Child, Command},
     time::{Instant, sleep},
 };
@@ -44,7 +43,7 @@ impl Drop for Chromedriver {
 
 impl Chromedriver {
     async fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port();
+        let port = support::free_port().await;
         let child = Command::new("chromedriver")
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())

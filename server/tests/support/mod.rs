@@ -159,6 +159,12 @@ impl Drop for TestServer {
     }
 }
 
+/// A loopback port nothing listens on (for a process the test starts itself).
+pub async fn free_port() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a free port");
+    listener.local_addr().expect("local address").port()
+}
+
 /// Opens a WebSocket with extra request headers; returns the HTTP status on refusal.
 pub async fn try_connect(url: &str, headers: &[(&'static str, &str)]) -> Result<Ws, u16> {
     let mut request = url.into_client_request().expect("request");

@@ -4,7 +4,7 @@ use std::{process::Stdio, time::Duration};
 
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpListener, TcpStream},
+    net::TcpStream,
     process::{Child, Command},
     time::{Instant, sleep},
 };
@@ -19,7 +19,7 @@ impl RedisServer {
     /// Starts a server with no persistence on a free port.
     pub async fn start() -> Self {
         for _ in 0..5 {
-            let port = free_port().await;
+            let port = super::free_port().await;
             if let Some(server) = Self::start_on(port).await {
                 return server;
             }
@@ -76,11 +76,6 @@ impl RedisServer {
             sleep(Duration::from_millis(100)).await;
         }
     }
-}
-
-async fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind a free port");
-    listener.local_addr().expect("local address").port()
 }
 
 /// Whether a Redis answers PING on the port.
