@@ -44,17 +44,24 @@ pub struct CloseReason {
 pub const SLOW_CONSUMER: CloseReason =
     CloseReason { code: CLOSE_SLOW_CONSUMER, reason: "slow consumer" };
 
-/// The hub's side of one live connection: its queue and a way to close it.
-pub struct ConnHandle {
-    pub id: ConnId,
-    pub client: ClientId,
-    queue: mpsc::Sender<Frame>,
+/// A live socket's bounded queue and the way to close it (client sockets here, relay peers in
+/// [`crate::relay`]): whoever offers an item never waits, and a full queue closes the socket.
+pub struct Outbox<T> {
+    queue: mpsc::Sender<T>,
     closing: CancellationToken,
     close_reason: OnceLock<CloseReason>,
 }
 
-impl ConnHandle {
-    /// Asks the connection to close with `reason`; the first reason given wins.
+impl<T> Outbox<T> {
+    /// An outbox holding at most `bound` items, and the receiver its socket's task drains.
+    pub fn new(bound: usize) -> (Self, mpsc::Receiver<T>) {
+        let (queue, receiver) = mpsc::channel(bound.max(1));
+        let outbox =
+            Outbox { queue, closing: CancellationToken::new(), close_reason: OnceLock::new() };
+        (outbox, receiver)
+    }
+
+    /// Asks the socket to close with `reason`; the first reason given wins.
     pub fn close(&self, reason: CloseReason) {
         let _ = self.close_reason.set(reason);
         self.closing.cancel();
@@ -66,24 +73,44 @@ impl ConnHandle {
         self.close_reason.get().copied().unwrap_or(CloseReason { code: 1000, reason: "" })
     }
 
-    /// Closes the connection with 4008 because it does not keep up (`why`); counted once.
-    pub fn close_slow_consumer(&self, stats: &HubStats, why: &'static str) {
+    pub fn is_closing(&self) -> bool {
+        self.closing.is_cancelled()
+    }
+
+    /// Closes the socket with 4008 because it does not keep up (`why`); counted once in
+    /// `slow_closes`.
+    pub fn close_slow_consumer(&self, slow_closes: &AtomicU64, why: &'static str) {
         if !self.closing.is_cancelled() {
-            stats.slow_consumer_closes.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(conn = self.id, "{why}: closing slow consumer");
+            slow_closes.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!("{why}: closing slow consumer");
         }
         self.close(SLOW_CONSUMER);
     }
 
-    fn offer(&self, frame: &Frame, stats: &HubStats) -> bool {
-        match self.queue.try_send(frame.clone()) {
+    /// Queues `item` without waiting; false when the socket is gone or its queue is full (it
+    /// is then closed as a slow consumer).
+    pub fn offer(&self, item: T, slow_closes: &AtomicU64) -> bool {
+        match self.queue.try_send(item) {
             Ok(()) => true,
             Err(TrySendError::Full(_)) => {
-                self.close_slow_consumer(stats, "send queue full");
+                self.close_slow_consumer(slow_closes, "send queue full");
                 false
             }
             Err(TrySendError::Closed(_)) => false,
         }
+    }
+}
+
+/// The hub's side of one live connection: its queue and a way to close it.
+pub struct ConnHandle {
+    pub id: ConnId,
+    pub client: ClientId,
+    pub outbox: Outbox<Frame>,
+}
+
+impl ConnHandle {
+    fn offer(&self, frame: &Frame, stats: &HubStats) -> bool {
+        self.outbox.offer(frame.clone(), &stats.slow_consumer_closes)
     }
 }
 
@@ -135,14 +162,9 @@ impl Hub {
     /// once [`sync_topics`](Self::sync_topics) has set them. Returns the handle, the queue to
     /// drain, and the generation to pass to `sync_topics`.
     pub fn attach(&self, client: ClientId) -> (Arc<ConnHandle>, ConnQueue, u64) {
-        let (queue, receiver) = mpsc::channel(self.queue_bound);
-        let conn = Arc::new(ConnHandle {
-            id: self.next_conn_id.fetch_add(1, Ordering::Relaxed),
-            client,
-            queue,
-            closing: CancellationToken::new(),
-            close_reason: OnceLock::new(),
-        });
+        let (outbox, receiver) = Outbox::new(self.queue_bound);
+        let id = self.next_conn_id.fetch_add(1, Ordering::Relaxed);
+        let conn = Arc::new(ConnHandle { id, client, outbox });
         let mut local = self.clients.entry(client).or_default();
         local.conns.push(conn.clone());
         for topic in &local.topics {
@@ -270,7 +292,7 @@ impl Hub {
                 self.remove_from_topic(topic, conn.id);
             }
             self.conns.remove(&conn.id);
-            conn.close(CloseReason { code: CLOSE_UNREGISTERED, reason: "unregistered" });
+            conn.outbox.close(CloseReason { code: CLOSE_UNREGISTERED, reason: "unregistered" });
         }
         local.conns.len()
     }
@@ -371,8 +393,8 @@ mod tests {
             hub.deliver(&Target::Broadcast, &frame(&i.to_string()));
             while fast_queue.try_recv().is_ok() {}
         }
-        assert_eq!(slow.closing().await.code, CLOSE_SLOW_CONSUMER);
-        assert!(!fast.closing.is_cancelled());
+        assert_eq!(slow.outbox.closing().await.code, CLOSE_SLOW_CONSUMER);
+        assert!(!fast.outbox.is_closing());
         assert_eq!(hub.stats.slow_consumer_closes.load(Ordering::Relaxed), 1);
     }
 
@@ -384,7 +406,7 @@ mod tests {
         let (c2, _q2, _) = hub.attach(client);
         assert!(hub.sync_topics(client, generation, vec!["t".into()]).is_ok());
         assert_eq!(hub.unregistered(client), 2);
-        assert_eq!(c1.closing().await.code, CLOSE_UNREGISTERED);
+        assert_eq!(c1.outbox.closing().await.code, CLOSE_UNREGISTERED);
         hub.detach(&c1);
         hub.detach(&c2);
         assert_eq!((hub.connection_count(), hub.connected_client_count()), (0, 0));

@@ -78,7 +78,7 @@ async fn generated_key_sigterm_and_logs_without_ids() {
     let key = message.rsplit(' ').next().unwrap().to_owned();
     assert!(early.iter().any(|l| l["fields"]["message"] == "store: in-memory (single node)"));
 
-    let http = reqwest::Client::new();
+    let http = support::http_client();
     let registered: Value = http
         .post(format!("{base}/register"))
         .header("X-Api-Key", &key)
@@ -152,7 +152,7 @@ async fn with_redis_the_log_says_so_and_an_outage_neither_kills_nor_spins_the_no
         .unwrap_or_else(|| panic!("the store is logged: {early_logs:?}"));
     assert_eq!(store_line["fields"]["server"], format!("127.0.0.1:{}", redis.port));
     assert_eq!(store_line["fields"]["prefix"], "switchboard:");
-    let http = reqwest::Client::new();
+    let http = support::http_client();
     let ready = |http: reqwest::Client, base: String| async move {
         http.get(format!("{base}/ready")).send().await.unwrap().status().as_u16()
     };

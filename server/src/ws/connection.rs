@@ -1,59 +1,31 @@
 //! One WebSocket connection: a single task that drains the connection's queue in batches (one
 //! flush per batch), answers client frames, pings, and closes with the right code.
 
-use std::{
-    future::Future,
-    io,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::Duration,
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, AtomicU64},
 };
 
-use futures_util::{SinkExt, StreamExt};
-use poem::Upgraded;
-use tokio::{
-    io::AsyncWriteExt,
-    time::{Instant, MissedTickBehavior, interval_at, sleep, timeout},
-};
-use tokio_tungstenite::{
-    WebSocketStream,
-    tungstenite::{Error as WsError, Message, protocol::CloseFrame},
-};
+use futures_util::StreamExt;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tracing::Instrument;
 
-use super::{Frame, WsSettings};
+use super::{
+    WsSettings,
+    socket::{
+        End, GOING_AWAY, PING_TIMEOUT, Socket, ended_by, finish, guarded, ping_timer, send_message,
+        write_frames,
+    },
+};
 use crate::{
-    hub::{CloseReason, ConnHandle, ConnQueue, SLOW_CONSUMER, Target},
+    hub::{CloseReason, ConnHandle, ConnQueue, Target},
     node::Node,
     store::{Client, StoreError},
 };
-use switchboard_protocol::{
-    CLOSE_PING_TIMEOUT, CLOSE_SLOW_CONSUMER, CLOSE_UNREGISTERED, ClientFrame, ServerFrame,
-};
-
-type Socket = WebSocketStream<Upgraded>;
-
-/// Most queued frames written before one flush.
-const BATCH: usize = 64;
-/// Frames below this size are coalesced into one write; the coalesced run stays below it too.
-const COALESCE_LIMIT: usize = 16 * 1024;
-/// A write that cannot progress for this long means the peer stopped reading.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long closing (our close frame out, the peer's answer in) may take.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+use switchboard_protocol::{CLOSE_UNREGISTERED, ClientFrame, ServerFrame};
 
 /// Store reads tried while subscription changes keep racing the connect.
 const SYNC_ATTEMPTS: usize = 8;
-
-const GOING_AWAY: CloseReason = CloseReason { code: 1001, reason: "server shutting down" };
-
-/// How a connection ends: closed by us with a reason, or already gone.
-enum End {
-    Close(CloseReason),
-    Gone,
-}
 
 pub(super) async fn run(node: Arc<Node>, client: Client, socket: Socket, settings: WsSettings) {
     let (conn, queue, generation) = node.hub.attach(client.id);
@@ -87,20 +59,11 @@ impl Connection {
             Err(reason) => End::Close(reason),
         };
         self.node.hub.detach(&self.conn);
-        if self.mid_frame.load(Ordering::Relaxed) {
-            tracing::debug!("a write was cut mid-frame: dropping without a close frame");
-        } else if let End::Close(reason) = end {
-            tracing::debug!(code = reason.code, reason = reason.reason, "closing");
-            close(&mut socket, reason).await;
-        } else {
-            tracing::debug!("disconnected");
-        }
+        finish(&mut socket, end, &self.mid_frame).await;
     }
 
     async fn pump(&self, socket: &mut Socket, queue: &mut ConnQueue) -> End {
-        let period = self.settings.ping_interval;
-        let mut ping = interval_at(Instant::now() + period, period);
-        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut ping = ping_timer(self.settings.ping_interval);
         let mut awaiting_pong = false;
         // tungstenite holds output of its own only after reading a ping (the pong) or a close
         // (the reply); our sends through it always flush fully.
@@ -109,11 +72,14 @@ impl Connection {
             let written = tokio::select! {
                 biased;
                 () = self.settings.shutdown.cancelled() => return End::Close(GOING_AWAY),
-                reason = self.conn.closing() => return End::Close(reason),
+                reason = self.conn.outbox.closing() => return End::Close(reason),
                 frame = queue.recv() => match frame {
                     Some(frame) => {
                         let flush_control = std::mem::take(&mut control_pending);
-                        let frames = write_frames(socket, frame, queue, flush_control, &self.mid_frame);
+                        // The frames already queued behind it go out in the same batch.
+                        let batch = std::iter::once(frame)
+                            .chain(std::iter::from_fn(|| queue.try_recv().ok()));
+                        let frames = write_frames(socket, batch, flush_control, &self.mid_frame);
                         self.guarded(frames).await
                     }
                     None => return End::Gone,
@@ -140,7 +106,7 @@ impl Connection {
                 }
                 _ = ping.tick() => {
                     if awaiting_pong {
-                        return End::Close(CloseReason { code: CLOSE_PING_TIMEOUT, reason: "ping timeout" });
+                        return End::Close(PING_TIMEOUT);
                     }
                     awaiting_pong = true;
                     self.guarded(send_message(socket, Message::Ping(Default::default()))).await
@@ -182,17 +148,13 @@ impl Connection {
     }
 
     /// Runs a write unless the connection is told to close, the server shuts down, or the
-    /// write stalls (the peer stopped reading: a slow consumer).
-    async fn guarded(&self, write: impl Future<Output = Result<(), WsError>>) -> Result<(), End> {
-        tokio::select! {
-            result = write => result.map_err(|_| End::Gone),
-            reason = self.conn.closing() => Err(End::Close(reason)),
-            () = self.settings.shutdown.cancelled() => Err(End::Close(GOING_AWAY)),
-            () = sleep(WRITE_TIMEOUT) => {
-                self.conn.close_slow_consumer(&self.node.hub.stats, "write stalled");
-                Err(End::Close(SLOW_CONSUMER))
-            }
-        }
+    /// write stalls.
+    async fn guarded(
+        &self,
+        write: impl std::future::Future<Output = Result<(), WsError>>,
+    ) -> Result<(), End> {
+        let slow_closes: &AtomicU64 = &self.node.hub.stats.slow_consumer_closes;
+        guarded(write, &self.conn.outbox, &self.settings.shutdown, slow_closes).await
     }
 
     /// Applies one client frame and returns the ack or error frame to send back.
@@ -229,82 +191,4 @@ fn error_frame(
     message: &str,
 ) -> String {
     ServerFrame::Error { reference, error, message }.to_json()
-}
-
-/// The close a read error calls for (RFC 6455 7.4.1), or none when the peer is gone.
-fn ended_by(err: WsError) -> End {
-    let reason = match err {
-        WsError::Capacity(_) => CloseReason { code: 1009, reason: "message too big" },
-        WsError::Utf8(_) => CloseReason { code: 1007, reason: "invalid UTF-8" },
-        WsError::Protocol(_) => CloseReason { code: 1002, reason: "protocol error" },
-        _ => return End::Gone,
-    };
-    End::Close(reason)
-}
-
-/// Sends one message through tungstenite (welcome, ack, error, ping).
-async fn send_message(socket: &mut Socket, message: Message) -> Result<(), WsError> {
-    socket.send(message).await
-}
-
-/// Writes `first` and the frames already queued behind it (up to [`BATCH`]) straight to the
-/// socket as the bytes encoded once for every recipient. poem's upgraded IO has no vectored
-/// write, so runs of small frames are coalesced into one write; a frame that is alone or large
-/// is written from its shared bytes. With `flush_control`, tungstenite's pending control frames
-/// go out first so they never interleave with ours. `mid_frame` stays set if this future is dropped while a
-/// frame is half written: the stream is then cut and must not carry a close frame.
-async fn write_frames(
-    socket: &mut Socket,
-    first: Frame,
-    queue: &mut ConnQueue,
-    flush_control: bool,
-    mid_frame: &AtomicBool,
-) -> Result<(), WsError> {
-    if flush_control {
-        socket.flush().await?;
-    }
-    let io = socket.get_mut();
-    let mut coalesced = Vec::new();
-    let mut next = Some(first);
-    let mut written = 0;
-    while let Some(frame) = next.take() {
-        written += 1;
-        next = if written < BATCH { queue.try_recv().ok() } else { None };
-        let small = frame.len() < COALESCE_LIMIT;
-        if small && (next.is_some() || !coalesced.is_empty()) {
-            coalesced.extend_from_slice(frame.as_bytes());
-            if next.is_none() || coalesced.len() >= COALESCE_LIMIT {
-                write_whole(io, &coalesced, mid_frame).await?;
-                coalesced.clear();
-            }
-        } else {
-            if !coalesced.is_empty() {
-                write_whole(io, &coalesced, mid_frame).await?;
-                coalesced.clear();
-            }
-            write_whole(io, frame.as_bytes(), mid_frame).await?;
-        }
-    }
-    io.flush().await?;
-    Ok(())
-}
-
-async fn write_whole(io: &mut Upgraded, bytes: &[u8], mid_frame: &AtomicBool) -> io::Result<()> {
-    mid_frame.store(true, Ordering::Relaxed);
-    io.write_all(bytes).await?;
-    mid_frame.store(false, Ordering::Relaxed);
-    Ok(())
-}
-
-/// Sends our close frame and, unless the peer is unresponsive anyway (ping timeout, slow
-/// consumer), waits briefly for its answer so the close is clean.
-async fn close(socket: &mut Socket, reason: CloseReason) {
-    let frame = CloseFrame { code: reason.code.into(), reason: reason.reason.into() };
-    let peer_is_responsive = !matches!(reason.code, CLOSE_PING_TIMEOUT | CLOSE_SLOW_CONSUMER);
-    let _ = timeout(CLOSE_TIMEOUT, async {
-        if socket.send(Message::Close(Some(frame))).await.is_ok() && peer_is_responsive {
-            while let Some(Ok(_)) = socket.next().await {}
-        }
-    })
-    .await;
 }

@@ -5,6 +5,7 @@
 
 mod connection;
 mod frame;
+mod socket;
 
 pub use frame::Frame;
 
@@ -12,13 +13,9 @@ use std::{sync::Arc, time::Duration};
 
 use poem::{
     Request, Response, handler,
-    http::{HeaderMap, StatusCode, header},
     web::{Data, Path},
 };
-use tokio_tungstenite::{
-    WebSocketStream,
-    tungstenite::{handshake::derive_accept_key, protocol::Role, protocol::WebSocketConfig},
-};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use uuid::Uuid;
 
@@ -55,57 +52,17 @@ pub async fn upgrade(
     node: Data<&Arc<Node>>,
     settings: Data<&WsSettings>,
 ) -> poem::Result<Response> {
-    let key = handshake_key(req.headers())
-        .ok_or_else(|| AppError::BadRequest("not a WebSocket upgrade request".into()))?;
+    if socket::handshake_key(req.headers()).is_none() {
+        return Err(AppError::BadRequest("not a WebSocket upgrade request".into()).into());
+    }
     let id = Uuid::parse_str(&id).map_err(|_| AppError::Forbidden("unknown client id"))?;
     let client = node
         .store
         .client(id)
         .await
         .map_err(|err| AppError::from(err).unknown_client_forbidden())?;
-    let on_upgrade =
-        req.take_upgrade().map_err(|err| AppError::BadRequest(format!("cannot upgrade: {err}")))?;
-
-    let node = Arc::clone(&node);
-    let settings = settings.clone();
-    settings.tasks.clone().spawn(async move {
-        match on_upgrade.await {
-            Ok(io) => {
-                let socket = WebSocketStream::from_raw_socket(
-                    io,
-                    Role::Server,
-                    Some(settings.socket_config()),
-                )
-                .await;
-                connection::run(node, client, socket, settings).await;
-            }
-            Err(err) => tracing::debug!(%err, "WebSocket upgrade failed"),
-        }
-    });
-
-    Ok(Response::builder()
-        .status(StatusCode::SWITCHING_PROTOCOLS)
-        .header(header::CONNECTION, "upgrade")
-        .header(header::UPGRADE, "websocket")
-        .header(header::SEC_WEBSOCKET_ACCEPT, derive_accept_key(key.as_bytes()))
-        .finish())
-}
-
-/// The Sec-WebSocket-Key of a valid version-13 upgrade request (RFC 6455 4.2.1).
-fn handshake_key(headers: &HeaderMap) -> Option<&str> {
-    let has_token = |name: header::HeaderName, token: &str| {
-        headers
-            .get_all(name)
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .any(|value| value.split(',').any(|part| part.trim().eq_ignore_ascii_case(token)))
-    };
-    let version_13 = headers.get(header::SEC_WEBSOCKET_VERSION).is_some_and(|v| v == "13");
-    if !(has_token(header::UPGRADE, "websocket")
-        && has_token(header::CONNECTION, "upgrade")
-        && version_13)
-    {
-        return None;
-    }
-    headers.get(header::SEC_WEBSOCKET_KEY)?.to_str().ok()
+    let (node, connection_settings) = (Arc::clone(&node), settings.clone());
+    socket::accept(req, &settings, move |socket| {
+        connection::run(node, client, socket, connection_settings)
+    })
 }

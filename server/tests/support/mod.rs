@@ -59,7 +59,7 @@ impl TestServer {
 
     fn serving(running: Running) -> Self {
         let base = format!("http://{}", running.local_addr);
-        TestServer { running: Some(running), base, http: reqwest::Client::new() }
+        TestServer { running: Some(running), base, http: http_client() }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -157,6 +157,13 @@ impl Drop for TestServer {
             running.trigger_shutdown();
         }
     }
+}
+
+/// An HTTP client. reqwest's TLS is built without a crypto provider of its own; the process
+/// uses the one the server's TLS uses (aws-lc-rs).
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    reqwest::Client::new()
 }
 
 /// A loopback port nothing listens on (for a process the test starts itself).
