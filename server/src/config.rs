@@ -1,6 +1,6 @@
 //! Command-line and environment configuration (clap), validated once at start.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Parser, ValueEnum};
 
@@ -66,6 +66,28 @@ pub struct Config {
     /// one cluster.
     #[arg(long, env = "SWITCHBOARD_REDIS_PREFIX", default_value = "switchboard:")]
     pub redis_prefix: String,
+
+    /// TLS certificate chain (PEM file). With --tls-key, the port serves HTTPS and wss://.
+    #[arg(long, env = "SWITCHBOARD_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// TLS private key (PEM file: PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    #[arg(long, env = "SWITCHBOARD_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Mount every route under this path (e.g. /switchboard): the API, /ws, /relay, the docs,
+    /// the spec and the test page. Default: at the root.
+    #[arg(long, env = "SWITCHBOARD_PATH_PREFIX", default_value = "", value_parser = parse_path_prefix)]
+    pub path_prefix: String,
+
+    /// Key a relay peer must give as `?key=` (repeatable; comma-separated in the env var).
+    /// None given: the relay is open to anyone who knows an id.
+    #[arg(long = "relay-key", env = "SWITCHBOARD_RELAY_KEY", value_delimiter = ',')]
+    pub relay_keys: Vec<String>,
+
+    /// Turn relay mode off: /relay/{id} answers 404.
+    #[arg(long, env = "SWITCHBOARD_NO_RELAY")]
+    pub no_relay: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -80,6 +102,24 @@ fn parse_interval(text: &str) -> Result<Duration, String> {
         return Err("must be at least 10ms".into());
     }
     Ok(duration)
+}
+
+/// `/x/y` stays `/x/y`, `/x/` becomes `/x`, `/` and the empty string mean the root (empty).
+fn parse_path_prefix(text: &str) -> Result<String, String> {
+    let prefix = text.trim_end_matches('/');
+    let segment_ok = |segment: &str| {
+        !segment.is_empty()
+            && segment != "."
+            && segment != ".."
+            && segment.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+    };
+    if prefix.is_empty() {
+        return Ok(String::new());
+    }
+    match prefix.strip_prefix('/') {
+        Some(rest) if rest.split('/').all(segment_ok) => Ok(prefix.to_owned()),
+        _ => Err("must look like /name or /a/b (segments of A-Za-z0-9-._~)".into()),
+    }
 }
 
 impl Config {
@@ -132,6 +172,11 @@ mod tests {
             "LOG_FORMAT",
             "REDIS_URL",
             "REDIS_PREFIX",
+            "TLS_CERT",
+            "TLS_KEY",
+            "PATH_PREFIX",
+            "RELAY_KEY",
+            "NO_RELAY",
         ] {
             assert!(help.contains(&format!("SWITCHBOARD_{var}")), "--help names SWITCHBOARD_{var}");
         }
@@ -142,5 +187,34 @@ mod tests {
         assert!(Config::try_parse_from(["switchboard", "--ping-interval", "soon"]).is_err());
         assert!(Config::try_parse_from(["switchboard", "--send-queue", "0"]).is_err());
         assert!(Config::try_parse_from(["switchboard", "--log-format", "xml"]).is_err());
+        assert!(Config::try_parse_from(["switchboard", "--tls-cert", "c.pem"]).is_err());
+        assert!(Config::try_parse_from(["switchboard", "--tls-key", "k.pem"]).is_err());
+        for bad in ["x", "/a b", "/a//b", "/../x", "/a?b"] {
+            assert!(
+                Config::try_parse_from(["switchboard", "--path-prefix", bad]).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn path_prefixes_are_normalized() {
+        for (given, kept) in
+            [("", ""), ("/", ""), ("/x", "/x"), ("/x/", "/x"), ("/a/b-c", "/a/b-c")]
+        {
+            let config = Config::parse_from(["switchboard", "--path-prefix", given]);
+            assert_eq!(config.path_prefix, kept, "{given}");
+        }
+    }
+
+    #[test]
+    fn help_shows_defaults_and_version_is_the_crate_version() {
+        use clap::CommandFactory;
+        let help = Config::command().render_long_help().to_string();
+        for default in ["[default: 127.0.0.1:8080]", "[default: switchboard:]", "[default: 30s]"] {
+            assert!(help.contains(default), "--help shows {default}");
+        }
+        let version = Config::command().render_version();
+        assert_eq!(version.trim(), format!("switchboard {}", env!("CARGO_PKG_VERSION")));
     }
 }

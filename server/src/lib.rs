@@ -6,13 +6,16 @@
 //! - [`config`]: command-line and environment options (clap).
 //! - [`server`]: builds the app from a `Config`, serves it, shuts it down gracefully.
 //! - [`api`]: the poem-openapi HTTP operations, thin over [`node`].
-//! - [`ws`]: the WebSocket transport: handshake, one task per connection, batched writes.
+//! - [`ws`]: the WebSocket transport: handshake, one task per socket, batched writes; client
+//!   connections and relay peers.
 //! - [`node`]: every operation once, for HTTP and WebSocket alike.
 //! - [`hub`]: this node's live sockets (sharded) and the fan-out of one encoded frame.
 //! - [`store`]: registrations, names, topics, subscriptions: a trait and its stores.
 //! - [`bus`]: events for the other nodes of a cluster.
 //! - [`redis_pool`]: the Redis connections of a cluster member (command pool, pub/sub).
+//! - [`relay`]: relay mode: peers paired by a shared id, on any nodes, and what they send.
 //! - [`page`]: the test page at `/` and its Wasm client (built in `wasm-client/`).
+//! - [`tls`]: the listener's certificate and key, checked at start.
 //! - [`error`]: typed errors and the one place they become JSON error answers.
 //!
 //! Embedding (as the tests do): `switchboard::start(Config::ephemeral()).await`.
@@ -25,8 +28,10 @@ pub mod hub;
 pub mod node;
 pub mod page;
 pub mod redis_pool;
+pub mod relay;
 pub mod server;
 pub mod store;
+pub mod tls;
 pub mod ws;
 
 pub use config::Config;

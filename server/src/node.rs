@@ -10,6 +10,7 @@ use crate::{
     bus::{Bus, BusError, Event},
     error::AppError,
     hub::{Frame, Hub, Target},
+    relay::Relay,
     store::{Client, ClientId, Store, StoreError, TopicInfo, valid_name},
 };
 
@@ -17,6 +18,7 @@ pub struct Node {
     pub store: Arc<dyn Store>,
     pub bus: Arc<dyn Bus>,
     pub hub: Hub,
+    pub relay: Arc<Relay>,
     api_keys: Vec<String>,
     max_message_bytes: usize,
     /// Topics that exist from the start (`--topic`), restored whenever the store comes back.
@@ -34,11 +36,12 @@ impl Node {
         store: Arc<dyn Store>,
         bus: Arc<dyn Bus>,
         hub: Hub,
+        relay: Arc<Relay>,
         api_keys: Vec<String>,
         max_message_bytes: usize,
         configured_topics: Vec<String>,
     ) -> Self {
-        Node { store, bus, hub, api_keys, max_message_bytes, configured_topics }
+        Node { store, bus, hub, relay, api_keys, max_message_bytes, configured_topics }
     }
 
     /// Creates the configured topics that do not exist.
@@ -54,10 +57,7 @@ impl Node {
 
     /// Whether `key` is one of the configured API keys (compared in constant time).
     pub fn key_is_valid(&self, key: Option<&str>) -> bool {
-        let Some(key) = key else { return false };
-        self.api_keys
-            .iter()
-            .fold(false, |found, candidate| found | constant_time_eq(candidate, key))
+        key_in(&self.api_keys, key)
     }
 
     pub fn require_key(&self, key: Option<&str>) -> Result<(), AppError> {
@@ -214,6 +214,12 @@ fn check_name(what: &str, name: &str) -> Result<(), AppError> {
     } else {
         Err(AppError::BadRequest(format!("{what} must be 1-64 of A-Za-z0-9_.- (got `{name}`)")))
     }
+}
+
+/// Whether `key` is one of `keys`, each compared in constant time.
+pub fn key_in(keys: &[String], key: Option<&str>) -> bool {
+    let Some(key) = key else { return false };
+    keys.iter().fold(false, |found, candidate| found | constant_time_eq(candidate, key))
 }
 
 fn constant_time_eq(a: &str, b: &str) -> bool {

@@ -23,7 +23,9 @@ use crate::{
     hub::Hub,
     node::Node,
     redis_pool::RedisPool,
+    relay::Relay,
     store::{MemoryStore, RedisStore, Store, StoreError},
+    tls::{self, TlsError},
     ws::{self, WsSettings},
 };
 
@@ -37,6 +39,8 @@ pub enum StartError {
     Topics(StoreError),
     #[error("cannot listen on {0}: {1}")]
     Bind(SocketAddr, io::Error),
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
 }
 
 /// A running server.
@@ -111,16 +115,29 @@ async fn launch(
         config.api_keys.clone()
     };
 
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::load(cert, key).await?),
+        _ => None,
+    };
+
     let hub = Hub::new(config.send_queue as usize);
     let max_message_bytes = config.max_message_bytes as usize;
-    let bus: Arc<dyn Bus> = match &redis_bus {
-        Some(bus) => bus.clone(),
-        None => Arc::new(SingleNodeBus),
+    let (bus, node_id): (Arc<dyn Bus>, Uuid) = match &redis_bus {
+        Some(bus) => (bus.clone(), bus.node_id()),
+        None => (Arc::new(SingleNodeBus), Uuid::new_v4()),
     };
+    let relay = Relay::new(
+        node_id,
+        store.clone(),
+        bus.clone(),
+        config.send_queue as usize,
+        config.relay_keys.clone(),
+    );
     let node = Arc::new(Node::new(
         store,
         bus,
         hub,
+        Arc::new(relay),
         api_keys.clone(),
         max_message_bytes,
         config.topics.clone(),
@@ -141,25 +158,40 @@ async fn launch(
         }
         None => node.create_configured_topics().await.map_err(StartError::Topics)?,
     }
-    let app = app(&config, node, settings.clone());
+    let app = app(&config, node, settings.clone(), tls.is_some());
+    let listener = TcpListener::bind(config.bind);
+    let (local_addr, task) = match tls {
+        Some(tls) => serve(listener.rustls(tls), app, &config, shutdown.clone(), settings).await?,
+        None => serve(listener, app, &config, shutdown.clone(), settings).await?,
+    };
+    Ok(Running { local_addr, api_keys, shutdown, task })
+}
 
-    let acceptor = TcpListener::bind(config.bind)
-        .into_acceptor()
-        .await
-        .map_err(|err| StartError::Bind(config.bind, err))?;
+/// Binds and serves `app` in the background until `shutdown`, then waits (bounded) for the
+/// WebSocket tasks. Returns the address it listens on and the serving task.
+async fn serve(
+    listener: impl Listener + 'static,
+    app: impl Endpoint + 'static,
+    config: &Config,
+    shutdown: CancellationToken,
+    settings: WsSettings,
+) -> Result<(SocketAddr, JoinHandle<io::Result<()>>), StartError> {
+    let acceptor =
+        listener.into_acceptor().await.map_err(|err| StartError::Bind(config.bind, err))?;
     let local_addr = acceptor
         .local_addr()
         .first()
         .and_then(|addr| addr.as_socket_addr().copied())
         .unwrap_or(config.bind);
-    tracing::info!(%local_addr, "listening; Swagger UI at http://{local_addr}/docs");
+    let scheme = if config.tls_cert.is_some() { "https" } else { "http" };
+    let docs = format!("{scheme}://{local_addr}{}/docs", config.path_prefix);
+    tracing::info!(%local_addr, "listening; Swagger UI at {docs}");
 
     let grace = config.shutdown_timeout;
-    let signal = shutdown.clone();
     let task = tokio::spawn(async move {
         let server = poem::Server::new_with_acceptor(acceptor);
         let result =
-            server.run_with_graceful_shutdown(app, signal.cancelled_owned(), Some(grace)).await;
+            server.run_with_graceful_shutdown(app, shutdown.cancelled_owned(), Some(grace)).await;
         // poem does not wait for upgraded connections: they close themselves (1001) on the
         // same signal; wait for them, bounded.
         settings.tasks.close();
@@ -169,20 +201,36 @@ async fn launch(
         tracing::info!("stopped");
         result
     });
-    Ok(Running { local_addr, api_keys, shutdown, task })
+    Ok((local_addr, task))
 }
 
-/// The whole HTTP surface: API, WebSocket, docs, spec and the test page.
-pub fn app(config: &Config, node: Arc<Node>, settings: WsSettings) -> impl Endpoint + 'static {
-    let api = api_service(Api::new(node.clone(), config.public_url.as_deref()));
+/// The whole HTTP surface: API, WebSockets, relay, docs, spec and the test page, under
+/// `--path-prefix` when one is given.
+pub fn app(
+    config: &Config,
+    node: Arc<Node>,
+    settings: WsSettings,
+    tls: bool,
+) -> impl Endpoint + 'static {
+    let prefix = config.path_prefix.as_str();
+    let api = Api::new(node.clone(), config.public_url.as_deref(), tls, prefix);
+    let mut api = api_service(api);
+    if !prefix.is_empty() {
+        // Swagger UI's "try it out" must call the prefixed routes.
+        api = api.server(prefix);
+    }
     let swagger_ui = api.swagger_ui();
     let spec = api.spec_endpoint();
-    let route = Route::new()
+    let mut route = Route::new()
         .at("/ws/:id", get(ws::upgrade))
         .at("/assets/:file", get(crate::page::asset))
         .at("/openapi.json", spec)
-        .nest("/docs", swagger_ui)
-        .nest("/", api);
+        .nest("/docs", swagger_ui);
+    if !config.no_relay {
+        route = route.at("/relay/:id", get(ws::relay_upgrade));
+    }
+    let route = route.nest("/", api);
+    let route = if prefix.is_empty() { route } else { Route::new().nest(prefix, route) };
     // The message's own limit is checked exactly later (413 message_too_large); the body may be
     // larger than the message's compact JSON (whitespace, escapes, other fields).
     let body_limit = (config.max_message_bytes as usize).saturating_mul(2) + 64 * 1024;

@@ -10,44 +10,14 @@ use std::{collections::HashMap, time::Duration};
 use futures_util::future::join_all;
 use serde_json::{Value, json};
 use support::{
-    KEY, TestServer, Ws, assert_silent, close_code, message, next_event, redis_server::RedisServer,
-    send_json, try_connect,
+    KEY, TestServer, Ws, assert_silent, close_code, cluster, message, next_event, nodes,
+    nodes_with_prefix, redis_server::RedisServer, send_json, try_connect,
 };
 use switchboard_protocol::{CLOSE_UNREGISTERED, ServerEvent};
 use tokio::time::{Instant, sleep};
 
 /// How long a test waits to be sure no extra copy of a message arrives.
 const QUIET: Duration = Duration::from_millis(300);
-
-/// `count` nodes on one Redis under a fresh key prefix, each with API key KEY and topics `news`
-/// and `sports`.
-async fn nodes(redis: &RedisServer, count: usize) -> Vec<TestServer> {
-    let prefix = format!("test-{}:", uuid::Uuid::new_v4().simple());
-    nodes_with_prefix(redis, count, &prefix).await
-}
-
-async fn nodes_with_prefix(redis: &RedisServer, count: usize, prefix: &str) -> Vec<TestServer> {
-    let mut nodes = Vec::new();
-    for _ in 0..count {
-        let url = redis.url();
-        let prefix = prefix.to_owned();
-        nodes.push(
-            TestServer::start_with(move |config| {
-                config.redis_url = Some(url);
-                config.redis_prefix = prefix;
-            })
-            .await,
-        );
-    }
-    nodes
-}
-
-/// A fresh Redis and `count` nodes on it.
-async fn cluster(count: usize) -> (RedisServer, Vec<TestServer>) {
-    let redis = RedisServer::start().await;
-    let nodes = nodes(&redis, count).await;
-    (redis, nodes)
-}
 
 /// Every message event that arrives until the socket has been quiet for [`QUIET`].
 async fn drain(ws: &mut Ws) -> Vec<ServerEvent> {

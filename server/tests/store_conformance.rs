@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use support::redis_server::RedisServer;
 
-use switchboard::store::{ClientId, Store, StoreError, TopicInfo};
+use switchboard::store::{ClientId, PeerAddr, Store, StoreError, TopicInfo};
 
 type DynStore = Arc<dyn Store>;
 
@@ -127,6 +127,36 @@ pub async fn unknown_clients_are_told_apart(store: DynStore) {
     assert!(store.unknown_clients(&[]).await.unwrap().is_empty());
 }
 
+pub async fn relay_peers_meet_one_waiting_peer_at_a_time(store: DynStore) {
+    let node = uuid::Uuid::new_v4();
+    let [a, b, c, d] = [1, 2, 3, 4].map(|peer| PeerAddr { node, peer });
+    assert_eq!(store.relay_meet("room", a).await, Ok(None), "the first waits");
+    assert_eq!(store.relay_meet("room", a).await, Ok(None), "waiting again changes nothing");
+    assert_eq!(store.relay_meet("other", c).await, Ok(None), "ids are separate");
+    assert_eq!(store.relay_meet("room", b).await, Ok(Some(a)), "the next takes the waiting one");
+    assert_eq!(store.relay_leave("room", a).await, Ok(false), "a taken peer no longer waits");
+    assert_eq!(store.relay_meet("room", d).await, Ok(None), "then the next waits again");
+    assert_eq!(store.relay_leave("room", b).await, Ok(false), "only the waiting peer leaves");
+    assert_eq!(store.relay_leave("room", d).await, Ok(true));
+    assert_eq!(store.relay_meet("room", b).await, Ok(None), "nobody waited any more");
+    // Racing arrivals: every peer either waits alone or takes exactly one other.
+    let arrivals = (10..30).map(|peer| {
+        let store = store.clone();
+        tokio::spawn(async move { store.relay_meet("race", PeerAddr { node, peer }).await })
+    });
+    let mut taken = Vec::new();
+    let mut waited = 0;
+    for arrival in arrivals {
+        match arrival.await.unwrap().unwrap() {
+            Some(peer) => taken.push(peer.peer),
+            None => waited += 1,
+        }
+    }
+    taken.sort();
+    taken.dedup();
+    assert_eq!((taken.len(), waited), (10, 10), "20 arrivals make 10 pairs");
+}
+
 pub async fn is_ready(store: DynStore) {
     store.ping().await.unwrap();
 }
@@ -146,6 +176,7 @@ macro_rules! conformance_suite {
                 unknown_clients_and_topics_are_refused,
                 unregistering_ends_subscriptions,
                 unknown_clients_are_told_apart,
+                relay_peers_meet_one_waiting_peer_at_a_time,
                 is_ready,
             );
         }

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde_json::json;
-use support::{KEY, TestServer, try_connect};
-use switchboard::store::{Client, ClientId, Store, StoreError, StoreResult, TopicInfo};
+use support::{KEY, TestServer, close_code, try_connect};
+use switchboard::store::{Client, ClientId, PeerAddr, Store, StoreError, StoreResult, TopicInfo};
 
 struct UnreachableStore;
 
@@ -56,6 +56,12 @@ impl Store for UnreachableStore {
     async fn subscriptions(&self, _: ClientId) -> StoreResult<Vec<String>> {
         down()
     }
+    async fn relay_meet(&self, _: &str, _: PeerAddr) -> StoreResult<Option<PeerAddr>> {
+        down()
+    }
+    async fn relay_leave(&self, _: &str, _: PeerAddr) -> StoreResult<bool> {
+        down()
+    }
     async fn ping(&self) -> StoreResult<()> {
         down()
     }
@@ -91,4 +97,7 @@ async fn every_store_backed_operation_answers_503_with_the_json_error() {
         assert!(body["message"].as_str().unwrap().contains("connection refused"), "{operation}");
     }
     assert_eq!(try_connect(&server.ws_url(&id), &[]).await.err(), Some(503), "no upgrade");
+    // A relay peer cannot meet anyone: it is told to come back later (1013), nothing hangs.
+    let mut peer = try_connect(&server.relay_url("room"), &[]).await.expect("the relay upgrades");
+    assert_eq!(close_code(&mut peer).await, Some(1013));
 }

@@ -86,10 +86,16 @@ pub struct Api {
     node: Arc<Node>,
     /// `ws://host` or `wss://host` (no trailing slash) when configured.
     public_ws_base: Option<String>,
+    /// `wss` when this server speaks TLS itself.
+    ws_scheme: &'static str,
+    /// Where the routes are mounted (`--path-prefix`), empty at the root.
+    path_prefix: String,
 }
 
 impl Api {
-    pub fn new(node: Arc<Node>, public_url: Option<&str>) -> Self {
+    /// The API of `node`. `ws_url`s start with `public_url` (then `wss://` for `https://`), or
+    /// else with the request's host and `wss://` when `tls`; the path prefix follows either.
+    pub fn new(node: Arc<Node>, public_url: Option<&str>, tls: bool, path_prefix: &str) -> Self {
         let public_ws_base = public_url.map(|url| {
             let url = url.trim_end_matches('/');
             match url.split_once("://") {
@@ -98,19 +104,22 @@ impl Api {
                 _ => url.to_owned(),
             }
         });
-        Api { node, public_ws_base }
+        let ws_scheme = if tls { "wss" } else { "ws" };
+        Api { node, public_ws_base, ws_scheme, path_prefix: path_prefix.to_owned() }
     }
 
     fn ws_url(&self, req: &Request, id: Uuid) -> String {
+        let prefix = &self.path_prefix;
         match &self.public_ws_base {
-            Some(base) => format!("{base}/ws/{id}"),
+            Some(base) => format!("{base}{prefix}/ws/{id}"),
             None => {
                 let host = req
                     .uri()
                     .host()
                     .map(str::to_owned)
                     .or_else(|| req.header(poem::http::header::HOST).map(str::to_owned));
-                format!("ws://{}/ws/{id}", host.unwrap_or_else(|| "localhost".into()))
+                let host = host.unwrap_or_else(|| "localhost".into());
+                format!("{}://{host}{prefix}/ws/{id}", self.ws_scheme)
             }
         }
     }
@@ -278,12 +287,15 @@ impl Api {
         #[oai(name = "X-Api-Key")] api_key: Header<Option<String>>,
     ) -> ApiResult<Json<Stats>, StatsErrors> {
         self.node.require_key(api_key.as_deref())?;
-        let hub = &self.node.hub;
+        let (hub, relay) = (&self.node.hub, &self.node.relay);
         Ok(Json(Stats {
             connections: hub.connection_count() as u64,
             connected_clients: hub.connected_client_count() as u64,
             deliveries: hub.stats.deliveries.load(Ordering::Relaxed),
-            slow_consumer_closes: hub.stats.slow_consumer_closes.load(Ordering::Relaxed),
+            slow_consumer_closes: hub.stats.slow_consumer_closes.load(Ordering::Relaxed)
+                + relay.stats.slow_consumer_closes.load(Ordering::Relaxed),
+            relay_peers: relay.peer_count() as u64,
+            relayed_frames: relay.stats.relayed_frames.load(Ordering::Relaxed),
             cluster: self.node.bus.membership().map(|bus| ClusterStats {
                 node_id: bus.node_id,
                 bus_connected: bus.connected,

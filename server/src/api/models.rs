@@ -129,8 +129,12 @@ pub struct Stats {
     pub connected_clients: u64,
     /// Frames queued to sockets on this node since start.
     pub deliveries: u64,
-    /// Connections closed (4008) because their send queue overflowed.
+    /// Connections and relay peers closed (4008) because they did not keep up.
     pub slow_consumer_closes: u64,
+    /// Relay peers (`/relay/{id}` sockets) on this node, waiting or paired.
+    pub relay_peers: u64,
+    /// Frames relay peers on this node sent to their partners since start.
+    pub relayed_frames: u64,
     /// This node's membership of a cluster (absent on a single node).
     pub cluster: Option<ClusterStats>,
 }

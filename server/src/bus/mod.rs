@@ -50,6 +50,10 @@ pub trait Bus: Send + Sync + 'static {
     /// returns once it does.
     async fn listen(&self, topics: &[String]) -> Result<(), BusError>;
 
+    /// Sends a relay message to one node (see [`crate::relay`]); false when that node does not
+    /// listen (it is gone).
+    async fn relay(&self, node: uuid::Uuid, message: Vec<u8>) -> Result<bool, BusError>;
+
     /// Whether events can cross nodes now.
     fn check(&self) -> Result<(), BusError>;
 
@@ -80,6 +84,10 @@ impl Bus for SingleNodeBus {
 
     async fn listen(&self, _topics: &[String]) -> Result<(), BusError> {
         Ok(())
+    }
+
+    async fn relay(&self, _node: uuid::Uuid, _message: Vec<u8>) -> Result<bool, BusError> {
+        Ok(false)
     }
 
     fn check(&self) -> Result<(), BusError> {

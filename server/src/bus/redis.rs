@@ -1,14 +1,15 @@
 //! The Redis bus: nodes sharing a Redis tell each other events over pub/sub.
 //!
 //! Channels (`P` is the key prefix): `P bus:all` carries broadcasts, `P bus:topic:<name>` a
-//! topic's deliveries, `P bus:control` subscription and registration changes, and
-//! `P bus:node:<id>` the acknowledgements meant for one node. Each node holds one dedicated
-//! pub/sub connection and subscribes to `all`, `control`, its own channel and the topics its
+//! topic's deliveries, `P bus:control` subscription and registration changes,
+//! `P bus:node:<id>` the acknowledgements meant for one node, and `P bus:relay:<id>` what relay
+//! peers elsewhere send to that node's peers (see [`crate::relay`]). Each node holds one dedicated
+//! pub/sub connection and subscribes to `all`, `control`, its own two channels and the topics its
 //! sockets are subscribed to, so a node hears only what it serves.
 //!
 //! Every message is an envelope: a version byte, the sender's node id (a node skips its own
 //! messages: it applied them before announcing), then the body: the delivery's JSON text, or
-//! the JSON of a control event or ack. A control event is acknowledged by every node once
+//! the JSON of a control event or ack, or a relay message. A control event is acknowledged by every node once
 //! applied (and once that node listens to any topic the event added), so a subscribe or
 //! unregister answered on one node holds on all of them.
 
@@ -105,7 +106,10 @@ struct Channels {
     all: String,
     control: String,
     own: String,
+    /// Relay messages for this node's peers.
+    own_relay: String,
     node_prefix: String,
+    relay_prefix: String,
     topic_prefix: String,
 }
 
@@ -116,6 +120,10 @@ impl Channels {
 
     fn node(&self, node: Uuid) -> String {
         format!("{}{node}", self.node_prefix)
+    }
+
+    fn relay(&self, node: Uuid) -> String {
+        format!("{}{node}", self.relay_prefix)
     }
 }
 
@@ -149,7 +157,9 @@ impl RedisBus {
                 all: format!("{prefix}bus:all"),
                 control: format!("{prefix}bus:control"),
                 own: format!("{prefix}bus:node:{node_id}"),
+                own_relay: format!("{prefix}bus:relay:{node_id}"),
                 node_prefix: format!("{prefix}bus:node:"),
+                relay_prefix: format!("{prefix}bus:relay:"),
                 topic_prefix: format!("{prefix}bus:topic:"),
             },
             listener: Mutex::new(Listener::default()),
@@ -235,6 +245,7 @@ impl RedisBus {
             self.channels.all.clone(),
             self.channels.control.clone(),
             self.channels.own.clone(),
+            self.channels.own_relay.clone(),
         ];
         channels.extend(topics.iter().map(|topic| self.channels.topic(topic)));
         within(PUBSUB_TIMEOUT, sink.subscribe(channels)).await?;
@@ -248,6 +259,8 @@ impl RedisBus {
         if closed > 0 {
             tracing::warn!(closed, "closed sockets of clients the store no longer knows");
         }
+        // Redis may have lost who waits: relay peers waiting here wait again.
+        node.relay.rejoin();
         *listener = Listener { sink: Some(sink), topics };
         Ok(stream)
     }
@@ -322,6 +335,8 @@ impl RedisBus {
                 Ok(message) => self.apply_control(origin, message, node),
                 Err(err) => tracing::warn!(%err, "dropped a malformed control event"),
             }
+        } else if channel == self.channels.own_relay {
+            node.relay.receive(origin, body);
         } else if channel == self.channels.own {
             match serde_json::from_slice::<Ack>(body) {
                 Ok(ack) => self.acknowledged(ack),
@@ -434,6 +449,10 @@ impl Bus for RedisBus {
         let missing: Vec<String> = missing.into_iter().cloned().collect();
         listener.topics.extend(missing);
         Ok(())
+    }
+
+    async fn relay(&self, node: Uuid, message: Vec<u8>) -> Result<bool, BusError> {
+        Ok(self.publish(&self.channels.relay(node), &message).await? > 0)
     }
 
     fn check(&self) -> Result<(), BusError> {

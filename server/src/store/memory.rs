@@ -6,7 +6,11 @@ use async_trait::async_trait;
 use parking_lot::RwLock;
 use uuid::Uuid;
 
-use super::{Client, ClientId, Store, StoreError, StoreResult, TopicInfo, generated_name};
+use dashmap::{DashMap, Entry};
+
+use super::{
+    Client, ClientId, PeerAddr, Store, StoreError, StoreResult, TopicInfo, generated_name,
+};
 
 #[derive(Default)]
 struct State {
@@ -27,6 +31,8 @@ struct ClientRecord {
 #[derive(Default)]
 pub struct MemoryStore {
     state: RwLock<State>,
+    /// Relay id to the peer waiting with it; apart from `state`, so pairing never waits on it.
+    relay_waiting: DashMap<String, PeerAddr>,
 }
 
 impl MemoryStore {
@@ -178,6 +184,21 @@ impl Store for MemoryStore {
     async fn subscriptions(&self, id: ClientId) -> StoreResult<Vec<String>> {
         let state = self.state.read();
         Ok(state.record(id)?.topics.iter().cloned().collect())
+    }
+
+    async fn relay_meet(&self, id: &str, me: PeerAddr) -> StoreResult<Option<PeerAddr>> {
+        match self.relay_waiting.entry(id.to_owned()) {
+            Entry::Occupied(waiting) if *waiting.get() == me => Ok(None),
+            Entry::Occupied(waiting) => Ok(Some(waiting.remove())),
+            Entry::Vacant(slot) => {
+                slot.insert(me);
+                Ok(None)
+            }
+        }
+    }
+
+    async fn relay_leave(&self, id: &str, me: PeerAddr) -> StoreResult<bool> {
+        Ok(self.relay_waiting.remove_if(id, |_, waiting| *waiting == me).is_some())
     }
 
     async fn ping(&self) -> StoreResult<()> {

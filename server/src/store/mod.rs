@@ -30,6 +30,32 @@ pub struct TopicInfo {
     pub subscribers: u64,
 }
 
+/// Where one relay peer is: its node, and its number on that node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PeerAddr {
+    pub node: Uuid,
+    pub peer: u64,
+}
+
+impl std::fmt::Display for PeerAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.node, self.peer)
+    }
+}
+
+impl std::str::FromStr for PeerAddr {
+    type Err = StoreError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let bad = || StoreError::Unavailable(format!("malformed relay peer address `{text}`"));
+        let (node, peer) = text.split_once('/').ok_or_else(bad)?;
+        Ok(PeerAddr {
+            node: Uuid::parse_str(node).map_err(|_| bad())?,
+            peer: peer.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
     #[error("unknown client")]
@@ -74,6 +100,12 @@ pub trait Store: Send + Sync + 'static {
     async fn unsubscribe(&self, id: ClientId, topics: &[String]) -> StoreResult<()>;
     /// The client's topics, sorted.
     async fn subscriptions(&self, id: ClientId) -> StoreResult<Vec<String>>;
+    /// Relay rendezvous for `id`: takes the peer waiting with it (which then waits no more), or
+    /// when none does, makes `me` the one that waits. `me` already waiting: `None`, no change.
+    /// At most one peer waits per id, on every node together.
+    async fn relay_meet(&self, id: &str, me: PeerAddr) -> StoreResult<Option<PeerAddr>>;
+    /// `me` stops waiting with `id`; false when it was not waiting (another peer took it).
+    async fn relay_leave(&self, id: &str, me: PeerAddr) -> StoreResult<bool>;
     /// Succeeds when the store can serve requests.
     async fn ping(&self) -> StoreResult<()>;
 }

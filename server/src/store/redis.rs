@@ -2,7 +2,7 @@
 //!
 //! Keys (`P` is the prefix): `P clients` hash id -> name; `P names` hash name -> id;
 //! `P topics` set of topic names; `P topic:<name>` set of subscriber ids; `P subs:<id>` set of
-//! the client's topics. Each change that touches several keys is one Lua script, so it is
+//! the client's topics; `P relay:<id>` the relay peer waiting with that id. Each change that touches several keys is one Lua script, so it is
 //! atomic: two nodes racing for one name both run `HSETNX`, and exactly one wins. The scripts
 //! derive some keys from the prefix, so they need a single Redis server, not Redis Cluster.
 
@@ -10,7 +10,9 @@ use async_trait::async_trait;
 use redis::{Script, cmd};
 use uuid::Uuid;
 
-use super::{Client, ClientId, Store, StoreError, StoreResult, TopicInfo, generated_name};
+use super::{
+    Client, ClientId, PeerAddr, Store, StoreError, StoreResult, TopicInfo, generated_name,
+};
 use crate::redis_pool::{RedisPool, RedisUnavailable};
 
 /// Reserves the name (KEYS: names, clients; ARGV: id, name). 1: registered, 0: name taken.
@@ -83,6 +85,26 @@ if redis.call('SISMEMBER', KEYS[1], ARGV[2]) == 0 then return false end
 return redis.call('SCARD', ARGV[1] .. 'topic:' .. ARGV[2])
 ";
 
+/// Relay rendezvous (KEYS: the id's waiting key; ARGV: me). Returns the waiting peer it took,
+/// or nil when `me` waits now (or already did).
+const RELAY_MEET: &str = r"
+local waiting = redis.call('GET', KEYS[1])
+if waiting == ARGV[1] then return false end
+if waiting then
+  redis.call('DEL', KEYS[1])
+  return waiting
+end
+redis.call('SET', KEYS[1], ARGV[1])
+return false
+";
+
+/// Stops waiting (KEYS: the id's waiting key; ARGV: me). 1 if `me` was the one waiting.
+const RELAY_LEAVE: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+return 1
+";
+
 struct Scripts {
     register: Script,
     unregister: Script,
@@ -91,6 +113,8 @@ struct Scripts {
     subscriptions: Script,
     topics: Script,
     subscriber_count: Script,
+    relay_meet: Script,
+    relay_leave: Script,
 }
 
 /// Registrations, names, topics and subscriptions in Redis, shared by every node on it.
@@ -126,8 +150,15 @@ impl RedisStore {
                 subscriptions: Script::new(SUBSCRIPTIONS),
                 topics: Script::new(TOPICS),
                 subscriber_count: Script::new(SUBSCRIBER_COUNT),
+                relay_meet: Script::new(RELAY_MEET),
+                relay_leave: Script::new(RELAY_LEAVE),
             },
         }
+    }
+
+    /// The key naming the peer that waits with relay `id`.
+    fn relay_key(&self, id: &str) -> String {
+        format!("{}relay:{id}", self.prefix)
     }
 
     async fn change_subscriptions(
@@ -254,6 +285,19 @@ impl Store for RedisStore {
         let mut topics = topics.ok_or(StoreError::UnknownClient)?;
         topics.sort();
         Ok(topics)
+    }
+
+    async fn relay_meet(&self, id: &str, me: PeerAddr) -> StoreResult<Option<PeerAddr>> {
+        let mut invocation = self.scripts.relay_meet.key(self.relay_key(id));
+        invocation.arg(me.to_string());
+        let taken: Option<String> = self.pool.invoke(&invocation).await?;
+        taken.map(|addr| addr.parse()).transpose()
+    }
+
+    async fn relay_leave(&self, id: &str, me: PeerAddr) -> StoreResult<bool> {
+        let mut invocation = self.scripts.relay_leave.key(self.relay_key(id));
+        invocation.arg(me.to_string());
+        Ok(self.pool.invoke(&invocation).await?)
     }
 
     async fn ping(&self) -> StoreResult<()> {

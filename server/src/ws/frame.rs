@@ -7,10 +7,12 @@ use serde::Serialize;
 
 /// FIN bit and the text opcode: one complete text frame.
 const FIN_TEXT: u8 = 0x80 | 0x1;
+/// FIN bit and the binary opcode (relay peers may send binary frames).
+const FIN_BINARY: u8 = 0x80 | 0x2;
 /// The longest header of an unmasked frame: opcode byte, length marker, 64-bit length.
 const MAX_HEADER: usize = 10;
 
-/// One complete WebSocket text frame (FIN, opcode, length, payload), shared by every recipient.
+/// One complete WebSocket data frame (FIN, opcode, length, payload), shared by every recipient.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Frame(Bytes);
 
@@ -21,12 +23,26 @@ impl Frame {
         Frame::from_payload(payload.as_bytes())
     }
 
-    /// Frames a payload that is already JSON text (a delivery from another node).
+    /// Frames a payload that is already text (a delivery from another node, a relayed text).
     pub fn from_payload(payload: &[u8]) -> Frame {
+        Frame::copied(payload, FIN_TEXT)
+    }
+
+    /// Frames a binary payload (a relayed binary frame).
+    pub fn binary(payload: &[u8]) -> Frame {
+        Frame::copied(payload, FIN_BINARY)
+    }
+
+    fn copied(payload: &[u8], first_byte: u8) -> Frame {
         let mut bytes = Vec::with_capacity(MAX_HEADER + payload.len());
         bytes.resize(MAX_HEADER, 0);
         bytes.extend_from_slice(payload);
-        Frame::framed(bytes)
+        Frame::framed(bytes, first_byte)
+    }
+
+    /// Whether this is a text frame (else binary).
+    pub fn is_text(&self) -> bool {
+        self.0.first() == Some(&FIN_TEXT)
     }
 
     /// Serializes `value` as JSON straight into a text frame: one buffer, no intermediate
@@ -34,15 +50,15 @@ impl Frame {
     pub fn json(value: &impl Serialize) -> serde_json::Result<Frame> {
         let mut bytes = vec![0; MAX_HEADER];
         serde_json::to_writer(&mut bytes, value)?;
-        Ok(Frame::framed(bytes))
+        Ok(Frame::framed(bytes, FIN_TEXT))
     }
 
     /// Writes the header into the room left before the payload at `bytes[MAX_HEADER..]` and
     /// shares the frame from where its header starts.
-    fn framed(mut bytes: Vec<u8>) -> Frame {
+    fn framed(mut bytes: Vec<u8>, first_byte: u8) -> Frame {
         let len = bytes.len() - MAX_HEADER;
         let mut header = [0u8; MAX_HEADER];
-        header[0] = FIN_TEXT;
+        header[0] = first_byte;
         let header_len = match len {
             0..=125 => {
                 header[1] = len as u8;
@@ -111,6 +127,13 @@ mod tests {
             let json = Frame::json(&payload).unwrap();
             assert_eq!(json.payload(), format!("\"{payload}\"").as_bytes(), "length {len}");
             assert_eq!(json, Frame::text(&format!("\"{payload}\"")));
+            let mut theirs = Vec::new();
+            WireFrame::message(payload.clone(), OpCode::Data(Data::Binary), true)
+                .format(&mut theirs)
+                .unwrap();
+            let binary = Frame::binary(payload.as_bytes());
+            assert_eq!(binary.as_bytes(), theirs.as_slice(), "binary, length {len}");
+            assert!(!binary.is_text() && ours.is_text());
         }
     }
 }

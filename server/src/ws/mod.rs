@@ -1,13 +1,16 @@
-//! The WebSocket transport: `GET /ws/{id}` checks the id before upgrading and answers the
+//! The WebSocket transport of client connections (`GET /ws/{id}`) and relay peers
+//! (`GET /relay/{id}`, [`relay`]). Each checks its request before upgrading and answers the
 //! handshake itself, so the connection runs on the raw upgraded socket: tokio-tungstenite reads
 //! and sends control frames, while deliveries go out as [`Frame`]s encoded once for every
 //! recipient (poem's own WebSocket type would copy each payload per recipient).
 
 mod connection;
 mod frame;
+mod relay;
 mod socket;
 
 pub use frame::Frame;
+pub use relay::upgrade as relay_upgrade;
 
 use std::{sync::Arc, time::Duration};
 

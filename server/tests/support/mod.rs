@@ -70,6 +70,10 @@ impl TestServer {
         format!("{}/ws/{id}", self.base.replacen("http", "ws", 1))
     }
 
+    pub fn relay_url(&self, id: &str) -> String {
+        format!("{}/relay/{id}", self.base.replacen("http", "ws", 1))
+    }
+
     /// Sends a request; returns the status and the JSON body (Null when empty).
     pub async fn call(
         &self,
@@ -166,6 +170,40 @@ pub fn http_client() -> reqwest::Client {
     reqwest::Client::new()
 }
 
+/// `count` nodes on one Redis under a fresh key prefix, each with API key KEY and topics `news`
+/// and `sports`.
+pub async fn nodes(redis: &redis_server::RedisServer, count: usize) -> Vec<TestServer> {
+    let prefix = format!("test-{}:", uuid::Uuid::new_v4().simple());
+    nodes_with_prefix(redis, count, &prefix).await
+}
+
+pub async fn nodes_with_prefix(
+    redis: &redis_server::RedisServer,
+    count: usize,
+    prefix: &str,
+) -> Vec<TestServer> {
+    let mut nodes = Vec::new();
+    for _ in 0..count {
+        let url = redis.url();
+        let prefix = prefix.to_owned();
+        nodes.push(
+            TestServer::start_with(move |config| {
+                config.redis_url = Some(url);
+                config.redis_prefix = prefix;
+            })
+            .await,
+        );
+    }
+    nodes
+}
+
+/// A fresh Redis and `count` nodes on it.
+pub async fn cluster(count: usize) -> (redis_server::RedisServer, Vec<TestServer>) {
+    let redis = redis_server::RedisServer::start().await;
+    let nodes = nodes(&redis, count).await;
+    (redis, nodes)
+}
+
 /// A loopback port nothing listens on (for a process the test starts itself).
 pub async fn free_port() -> u16 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a free port");
@@ -194,6 +232,14 @@ pub async fn next_event(ws: &mut Ws) -> ServerEvent {
 }
 
 pub async fn next_text(ws: &mut Ws) -> String {
+    match next_frame(ws).await {
+        Message::Text(text) => text.to_string(),
+        other => panic!("expected a text frame, got {other:?}"),
+    }
+}
+
+/// The next frame that is not a ping or pong; fails after [`WAIT`].
+pub async fn next_frame(ws: &mut Ws) -> Message {
     loop {
         let message = tokio::time::timeout(WAIT, ws.next())
             .await
@@ -201,9 +247,8 @@ pub async fn next_text(ws: &mut Ws) -> String {
             .expect("the socket stays open")
             .expect("a valid frame");
         match message {
-            Message::Text(text) => return text.to_string(),
             Message::Ping(_) | Message::Pong(_) => continue,
-            other => panic!("expected a text frame, got {other:?}"),
+            other => return other,
         }
     }
 }

@@ -1,0 +1,260 @@
+//! Relay mode's registry: the relay peers on this node, their rendezvous by id (in the store, so
+//! peers on different nodes meet), and the items peers send each other, directly when the
+//! partner is here and over the bus to its node otherwise. The socket side is `ws::relay`.
+//!
+//! Every item a peer receives goes through its one bounded queue, in order: being paired, its
+//! partner's frames, its partner leaving. A peer only ever tells its partner things, never waits
+//! for it, so a full queue closes that peer (4008) and its partner learns `/remote:close`.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
+};
+
+use dashmap::DashMap;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::{
+    bus::{Bus, BusError},
+    hub::{Frame, Outbox},
+    store::{PeerAddr, Store, StoreError},
+};
+
+/// What one peer tells another.
+#[derive(Debug, Clone)]
+pub enum RelayItem {
+    /// `from` took this waiting peer as its partner.
+    Paired { from: PeerAddr },
+    /// `from`, the partner, left.
+    RemoteClosed { from: PeerAddr },
+    /// A frame `from` sent, ready for this peer's socket.
+    Data { from: PeerAddr, frame: Frame },
+    /// The store may have lost who waits (Redis came back): a waiting peer waits again.
+    Rejoin,
+}
+
+/// How far an item got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// Queued for the peer.
+    Delivered,
+    /// The peer is gone or closing; when it had a partner, it tells it so itself.
+    Refused,
+    /// No node of that id listens any more: nobody will answer for the peer.
+    NodeGone,
+}
+
+/// This node's relay peers.
+pub struct Relay {
+    node_id: Uuid,
+    store: Arc<dyn Store>,
+    bus: Arc<dyn Bus>,
+    peers: DashMap<u64, Arc<PeerHandle>>,
+    next_peer: AtomicU64,
+    queue_bound: usize,
+    /// Keys accepted in `?key=`; empty: the relay is open.
+    keys: Vec<String>,
+    pub stats: RelayStats,
+}
+
+/// Counters of this node's relay.
+#[derive(Debug, Default)]
+pub struct RelayStats {
+    pub relayed_frames: AtomicU64,
+    pub slow_consumer_closes: AtomicU64,
+}
+
+/// The registry's side of one relay peer: where it is and its queue.
+pub struct PeerHandle {
+    pub addr: PeerAddr,
+    pub outbox: Outbox<RelayItem>,
+}
+
+/// The kinds of cross-node relay messages (the first byte of one).
+const PAIRED: u8 = 1;
+const REMOTE_CLOSED: u8 = 2;
+const TEXT: u8 = 3;
+const BINARY: u8 = 4;
+/// Kind, receiving peer, sending peer (its node is the bus envelope's sender).
+const HEADER: usize = 1 + 8 + 8;
+
+impl Relay {
+    pub fn new(
+        node_id: Uuid,
+        store: Arc<dyn Store>,
+        bus: Arc<dyn Bus>,
+        queue_bound: usize,
+        keys: Vec<String>,
+    ) -> Self {
+        Relay {
+            node_id,
+            store,
+            bus,
+            peers: DashMap::new(),
+            next_peer: AtomicU64::new(1),
+            queue_bound,
+            keys,
+            stats: RelayStats::default(),
+        }
+    }
+
+    /// Whether `key` opens the relay: any key when none is configured.
+    pub fn key_is_valid(&self, key: Option<&str>) -> bool {
+        self.keys.is_empty() || crate::node::key_in(&self.keys, key)
+    }
+
+    /// A new peer here: its handle and the queue its socket drains.
+    pub fn attach(&self) -> (Arc<PeerHandle>, mpsc::Receiver<RelayItem>) {
+        let (outbox, queue) = Outbox::new(self.queue_bound);
+        let peer = self.next_peer.fetch_add(1, Ordering::Relaxed);
+        let handle = Arc::new(PeerHandle { addr: PeerAddr { node: self.node_id, peer }, outbox });
+        self.peers.insert(peer, handle.clone());
+        (handle, queue)
+    }
+
+    /// Removes a peer that ended; items sent to it from now on are refused.
+    pub fn detach(&self, peer: &PeerHandle) {
+        self.peers.remove(&peer.addr.peer);
+    }
+
+    /// Relay peers connected here.
+    pub fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// See [`Store::relay_meet`].
+    pub async fn meet(&self, id: &str, me: PeerAddr) -> Result<Option<PeerAddr>, StoreError> {
+        self.store.relay_meet(id, me).await
+    }
+
+    /// See [`Store::relay_leave`].
+    pub async fn leave(&self, id: &str, me: PeerAddr) -> Result<bool, StoreError> {
+        self.store.relay_leave(id, me).await
+    }
+
+    /// Gives `item` to the peer at `to`, here or on its node; never waits for the peer.
+    pub async fn send(&self, to: PeerAddr, item: RelayItem) -> Result<Reach, BusError> {
+        if matches!(item, RelayItem::Data { .. }) {
+            self.stats.relayed_frames.fetch_add(1, Ordering::Relaxed);
+        }
+        if to.node == self.node_id {
+            return Ok(self.deliver(to.peer, item));
+        }
+        let Some(message) = encode(to.peer, &item) else {
+            return Ok(Reach::Delivered);
+        };
+        Ok(if self.bus.relay(to.node, message).await? { Reach::Delivered } else { Reach::NodeGone })
+    }
+
+    fn deliver(&self, peer: u64, item: RelayItem) -> Reach {
+        let Some(handle) = self.peers.get(&peer).map(|handle| handle.clone()) else {
+            return Reach::Refused;
+        };
+        if handle.outbox.offer(item, &self.stats.slow_consumer_closes) {
+            Reach::Delivered
+        } else {
+            Reach::Refused
+        }
+    }
+
+    /// A relay message from another node's peer. A pairing that reaches no peer here is
+    /// answered with `RemoteClosed`, so the peer that paired does not wait for a ghost.
+    pub fn receive(self: &Arc<Self>, origin: Uuid, message: &[u8]) {
+        let Some((to, item)) = decode(origin, message) else {
+            tracing::warn!("dropped a malformed relay message");
+            return;
+        };
+        let paired_by = match item {
+            RelayItem::Paired { from } => Some(from),
+            _ => None,
+        };
+        if self.deliver(to, item) != Reach::Delivered
+            && let Some(partner) = paired_by
+        {
+            let relay = self.clone();
+            let me = PeerAddr { node: self.node_id, peer: to };
+            tokio::spawn(async move {
+                if let Err(err) = relay.send(partner, RelayItem::RemoteClosed { from: me }).await {
+                    tracing::debug!(%err, "cannot refuse a pairing");
+                }
+            });
+        }
+    }
+
+    /// Every waiting peer here waits again (after the store may have lost the waiting list).
+    pub fn rejoin(&self) {
+        for peer in self.peers.iter() {
+            peer.outbox.offer(RelayItem::Rejoin, &self.stats.slow_consumer_closes);
+        }
+    }
+}
+
+/// The cross-node form of an item for peer `to`: kind, `to`, sending peer, payload. `Rejoin`
+/// never crosses nodes.
+fn encode(to: u64, item: &RelayItem) -> Option<Vec<u8>> {
+    let (kind, from, payload): (u8, &PeerAddr, &[u8]) = match item {
+        RelayItem::Paired { from } => (PAIRED, from, &[]),
+        RelayItem::RemoteClosed { from } => (REMOTE_CLOSED, from, &[]),
+        RelayItem::Data { from, frame } => {
+            (if frame.is_text() { TEXT } else { BINARY }, from, frame.payload())
+        }
+        RelayItem::Rejoin => return None,
+    };
+    let mut message = Vec::with_capacity(HEADER + payload.len());
+    message.push(kind);
+    message.extend_from_slice(&to.to_be_bytes());
+    message.extend_from_slice(&from.peer.to_be_bytes());
+    message.extend_from_slice(payload);
+    Some(message)
+}
+
+/// The receiving peer and the item of a cross-node message sent by a peer on node `origin`.
+fn decode(origin: Uuid, message: &[u8]) -> Option<(u64, RelayItem)> {
+    let number = |at: usize| Some(u64::from_be_bytes(message.get(at..at + 8)?.try_into().ok()?));
+    let (to, from) = (number(1)?, PeerAddr { node: origin, peer: number(9)? });
+    let payload = message.get(HEADER..)?;
+    let item = match *message.first()? {
+        PAIRED => RelayItem::Paired { from },
+        REMOTE_CLOSED => RelayItem::RemoteClosed { from },
+        TEXT => RelayItem::Data { from, frame: Frame::from_payload(payload) },
+        BINARY => RelayItem::Data { from, frame: Frame::binary(payload) },
+        _ => return None,
+    };
+    Some((to, item))
+}
+
+/// Whether `id` names a relay rendezvous: 1-128 of `A-Za-z0-9_.:-`.
+pub fn valid_id(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relay_messages_round_trip_and_junk_is_refused() {
+        let origin = Uuid::new_v4();
+        let from = PeerAddr { node: origin, peer: 7 };
+        let text = RelayItem::Data { from, frame: Frame::from_payload(b"hello") };
+        let binary = RelayItem::Data { from, frame: Frame::binary(&[0, 255, 1]) };
+        for item in [RelayItem::Paired { from }, RelayItem::RemoteClosed { from }, text, binary] {
+            let message = encode(42, &item).unwrap();
+            let (to, decoded) = decode(origin, &message).unwrap();
+            assert_eq!(to, 42);
+            assert_eq!(format!("{decoded:?}"), format!("{item:?}"));
+        }
+        assert!(encode(1, &RelayItem::Rejoin).is_none());
+        assert!(decode(origin, &[PAIRED, 0, 0]).is_none());
+        assert!(decode(origin, &[9; HEADER]).is_none());
+    }
+
+    #[test]
+    fn ids() {
+        assert!(valid_id("a") && valid_id("room:42_x.y-z") && valid_id(&"a".repeat(128)));
+        assert!(!valid_id("") && !valid_id(&"a".repeat(129)) && !valid_id("a/b"));
+        assert!(!valid_id("a b") && !valid_id("é"));
+    }
+}
