@@ -6,7 +6,7 @@ use std::{io, net::SocketAddr, sync::Arc, time::Instant};
 use futures_util::StreamExt;
 use poem::{
     Body, Endpoint, EndpointExt, IntoResponse, Request, Response, Route, get,
-    http::header,
+    http::{StatusCode, header},
     listener::{Acceptor, Listener, TcpListener},
     middleware::Cors,
 };
@@ -231,6 +231,7 @@ pub fn app(
     }
     let route = route.nest("/", api);
     let route = if prefix.is_empty() { route } else { Route::new().nest(prefix, route) };
+    let prefix_root: Arc<str> = Arc::from(prefix);
     // The message's own limit is checked exactly later (413 message_too_large); the body may be
     // larger than the message's compact JSON (whitespace, escapes, other fields).
     let body_limit = (config.max_message_bytes as usize).saturating_mul(2) + 64 * 1024;
@@ -243,6 +244,7 @@ pub fn app(
         .data(node)
         .data(settings)
         .around(same_origin_is_not_cross_origin)
+        .around(move |next, req| slash_after_prefix(next, req, prefix_root.clone()))
         .around(move |next, req| limit_body(next, req, body_limit))
         .around(request_span)
         .catch_all_error(|err| async move { error_response(err) })
@@ -278,6 +280,26 @@ async fn limit_body<E: Endpoint>(
         Ok(chunk)
     });
     req.set_body(Body::from_bytes_stream(body));
+    next.call(req).await.map(IntoResponse::into_response)
+}
+
+/// `/prefix` answers 308 to `/prefix/` (the test page's relative links need the slash). With no
+/// prefix, nothing to do.
+async fn slash_after_prefix<E: Endpoint>(
+    next: E,
+    req: Request,
+    prefix: Arc<str>,
+) -> poem::Result<Response> {
+    if !prefix.is_empty() && req.uri().path() == &*prefix {
+        let location = match req.uri().query() {
+            Some(query) => format!("{prefix}/?{query}"),
+            None => format!("{prefix}/"),
+        };
+        return Ok(Response::builder()
+            .status(StatusCode::PERMANENT_REDIRECT)
+            .header(header::LOCATION, location)
+            .finish());
+    }
     next.call(req).await.map(IntoResponse::into_response)
 }
 

@@ -4,6 +4,7 @@ mod support;
 
 use serde_json::{Value, json};
 use support::{KEY, TestServer, try_connect};
+use switchboard_protocol::ServerEvent;
 
 fn error_code(body: &Value) -> &str {
     assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "error has a message: {body}");
@@ -328,4 +329,34 @@ async fn request_bodies_are_bounded() {
     assert_eq!(response.status(), 400, "a streamed body is cut off at the limit");
     let body: Value = response.json().await.unwrap();
     assert!(body["message"].as_str().unwrap().contains("over"), "{body}");
+}
+
+#[tokio::test]
+async fn a_path_prefix_mounts_every_route_under_it() {
+    let server = TestServer::start_with(|config| config.path_prefix = "/x".into()).await;
+    assert_eq!(server.get("/x/health").await.0, 200);
+    assert_eq!(server.get("/health").await.0, 404, "nothing at the root");
+
+    let (status, registered) = server.post("/x/register", Some(KEY), json!({"name": "p"})).await;
+    assert_eq!(status, 201);
+    let ws_url = registered["ws_url"].as_str().unwrap();
+    assert!(ws_url.starts_with(&server.ws_url("").replace("/ws/", "/x/ws/")), "{ws_url}");
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url).await.expect("the socket opens");
+    assert!(matches!(support::next_event(&mut ws).await, ServerEvent::Welcome { .. }));
+    let relay = server.relay_url("room").replace("/relay/", "/x/relay/");
+    assert!(try_connect(&relay, &[]).await.is_ok(), "the relay is under the prefix too");
+
+    let (status, spec) = server.get("/x/openapi.json").await;
+    assert_eq!((status, spec["servers"][0]["url"].as_str()), (200, Some("/x")));
+    let docs = server.http.get(server.url("/x/docs")).send().await.unwrap();
+    assert_eq!(docs.status(), 200);
+    assert!(docs.text().await.unwrap().contains("\"/x\""), "Swagger UI calls the prefixed API");
+    for page in ["/x/", "/x"] {
+        let response = server.http.get(server.url(page)).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{page}");
+        assert!(response.url().path().ends_with("/x/"), "{page} ends at {}", response.url());
+        assert!(response.text().await.unwrap().contains("startTestPage"), "{page}");
+    }
+    let asset = server.http.get(server.url("/x/assets/switchboard_wasm_client.js"));
+    assert_eq!(asset.send().await.unwrap().status(), 200);
 }

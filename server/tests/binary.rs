@@ -120,6 +120,12 @@ async fn redis_url_and_bad_flags_fail_fast_with_a_message() {
         (&["--redis-url", "localhost:6379"][..], "invalid --redis-url"),
         (&["--ping-interval", "soon"][..], "invalid value 'soon'"),
         (&["--topic", "bad topic"][..], "invalid --topic"),
+        (
+            &["--tls-cert", "/nonexistent/c.pem", "--tls-key", "/nonexistent/k.pem"][..],
+            "TLS: cannot read --tls-cert /nonexistent/c.pem",
+        ),
+        (&["--tls-cert", "/nonexistent/c.pem"][..], "--tls-key <TLS_KEY>"),
+        (&["--path-prefix", "no-slash"][..], "invalid value 'no-slash'"),
     ] {
         let output =
             Command::new(BINARY).args(args).args(["--bind", "127.0.0.1:0"]).output().await.unwrap();
@@ -128,7 +134,14 @@ async fn redis_url_and_bad_flags_fail_fast_with_a_message() {
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
     }
     let output = Command::new(BINARY).arg("--version").output().await.unwrap();
-    assert!(String::from_utf8_lossy(&output.stdout).starts_with("switchboard "));
+    let version = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    assert_eq!(version, format!("switchboard {}", env!("CARGO_PKG_VERSION")));
+    let output = Command::new(BINARY).arg("--help").output().await.unwrap();
+    let help = String::from_utf8_lossy(&output.stdout);
+    for option in ["--relay-key", "--no-relay", "--tls-cert", "--tls-key", "--path-prefix"] {
+        assert!(help.contains(option), "--help lists {option}");
+    }
+    assert!(help.contains("[env: SWITCHBOARD_TLS_CERT=]"), "{help}");
 }
 
 /// CPU seconds the process has used so far (user + system, from /proc).

@@ -90,8 +90,12 @@ struct Page {
 
 impl Page {
     async fn open(driver: &Chromedriver, server: &TestServer, name: &'static str) -> Self {
+        Page::open_at(driver, &server.url("/"), name).await
+    }
+
+    async fn open_at(driver: &Chromedriver, url: &str, name: &'static str) -> Self {
         let page = Page { name, browser: driver.browser().await };
-        page.browser.goto(&server.url("/")).await.expect("the page loads");
+        page.browser.goto(url).await.expect("the page loads");
         // The Wasm module has started once it listed the topics.
         page.wait_for_text("topics", "news").await;
         page
@@ -328,5 +332,22 @@ async fn the_client_library_works_from_javascript() {
     assert_eq!(seen["topics"], json!(["news:0", "sports:1"]));
     assert_eq!(seen["unregistered"], 1);
     assert_eq!(seen["finalState"], "disconnected");
+    page.browser.close().await.expect("the browser closes");
+}
+
+/// Under `--path-prefix` the page (opened without the trailing slash) finds its assets, the API
+/// and its WebSocket under the prefix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_works_under_a_path_prefix() {
+    let server = TestServer::start_with(|config| config.path_prefix = "/push/v1".into()).await;
+    let driver = Chromedriver::start().await;
+    let page = Page::open_at(&driver, &server.url("/push/v1"), "prefixed").await;
+    page.register(KEY, "dora").await;
+    page.wait_until("client-label", "names the client", |t| t == "dora").await;
+    assert!(page.text("ws-url").await.contains("/push/v1/ws/"));
+    page.click("connect").await;
+    page.wait_for_state("connected").await;
+    page.click("topic-news").await;
+    page.wait_for_text("topics", "1 subscriber").await;
     page.browser.close().await.expect("the browser closes");
 }

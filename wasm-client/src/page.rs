@@ -31,10 +31,12 @@ struct Page {
 pub fn start_test_page() -> Result<(), JsValue> {
     let window = web_sys::window().ok_or("no window")?;
     let doc = window.document().ok_or("no document")?;
-    let origin = window.location().origin()?;
+    // The server's base is where the page is: `/` or its `--path-prefix`.
+    let location = window.location();
+    let base = format!("{}{}", location.origin()?, location.pathname()?.trim_end_matches('/'));
     let page = Rc::new(Page {
         doc,
-        client: SwitchboardClient::new(origin),
+        client: SwitchboardClient::new(base),
         subscribed: RefCell::new(BTreeSet::new()),
     });
     page.wire()?;
