@@ -55,9 +55,7 @@ pub async fn upgrade(
     node: Data<&Arc<Node>>,
     settings: Data<&WsSettings>,
 ) -> poem::Result<Response> {
-    if socket::handshake_key(req.headers()).is_none() {
-        return Err(AppError::BadRequest("not a WebSocket upgrade request".into()).into());
-    }
+    socket::handshake_key(req)?;
     let id = Uuid::parse_str(&id).map_err(|_| AppError::Forbidden("unknown client id"))?;
     let client = node
         .store

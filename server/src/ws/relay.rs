@@ -54,9 +54,7 @@ pub async fn upgrade(
     node: Data<&Arc<Node>>,
     settings: Data<&WsSettings>,
 ) -> poem::Result<Response> {
-    if socket::handshake_key(req.headers()).is_none() {
-        return Err(AppError::BadRequest("not a WebSocket upgrade request".into()).into());
-    }
+    socket::handshake_key(req)?;
     if !valid_id(&id) {
         return Err(AppError::BadRequest(format!(
             "relay id must be 1-128 of A-Za-z0-9_.:- (got `{id}`)"

@@ -67,8 +67,7 @@ where
     F: FnOnce(Socket) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let key = handshake_key(req.headers())
-        .ok_or_else(|| AppError::BadRequest("not a WebSocket upgrade request".into()))?;
+    let key = handshake_key(req)?;
     let accept_key = derive_accept_key(key.as_bytes());
     let on_upgrade =
         req.take_upgrade().map_err(|err| AppError::BadRequest(format!("cannot upgrade: {err}")))?;
@@ -90,8 +89,14 @@ where
         .finish())
 }
 
-/// The Sec-WebSocket-Key of a valid version-13 upgrade request (RFC 6455 4.2.1).
-pub(super) fn handshake_key(headers: &HeaderMap) -> Option<&str> {
+/// The Sec-WebSocket-Key of a valid version-13 upgrade request (RFC 6455 4.2.1); anything else
+/// is a bad request. Handlers call it first, so a plain GET is told so before other checks.
+pub(super) fn handshake_key(req: &Request) -> Result<&str, AppError> {
+    valid_handshake_key(req.headers())
+        .ok_or_else(|| AppError::BadRequest("not a WebSocket upgrade request".into()))
+}
+
+fn valid_handshake_key(headers: &HeaderMap) -> Option<&str> {
     let has_token = |name: header::HeaderName, token: &str| {
         headers
             .get_all(name)
