@@ -47,11 +47,15 @@ struct Connection {
 impl Connection {
     async fn serve(self, mut socket: Socket, mut queue: ConnQueue, generation: u64) {
         tracing::debug!("connected");
-        let end = match self.subscriptions(generation).await {
+        // What runs once or rarely is boxed, so that it takes no room in the task of every idle
+        // connection (a task is as large as its largest state).
+        let end = match Box::pin(self.subscriptions(generation)).await {
             Ok(topics) => {
                 let id = self.client.id.to_string();
                 let welcome = ServerFrame::Welcome { id: &id, topics }.to_json();
-                match self.guarded(send_message(&mut socket, Message::text(welcome))).await {
+                match Box::pin(self.guarded(send_message(&mut socket, Message::text(welcome))))
+                    .await
+                {
                     Ok(()) => self.pump(&mut socket, &mut queue).await,
                     Err(end) => end,
                 }
@@ -59,20 +63,26 @@ impl Connection {
             Err(reason) => End::Close(reason),
         };
         self.node.hub.detach(&self.conn);
-        finish(&mut socket, end, &self.mid_frame).await;
+        Box::pin(finish(&mut socket, end, &self.mid_frame)).await;
     }
 
     async fn pump(&self, socket: &mut Socket, queue: &mut ConnQueue) -> End {
         let mut ping = ping_timer(self.settings.ping_interval);
         let mut awaiting_pong = false;
+        // Made once, on a token of this connection's own: polling a cancellation future locks
+        // its token, and the shutdown token is shared by every connection.
+        let shutdown_token = self.settings.shutdown.child_token();
+        let shutdown = shutdown_token.cancelled();
+        let closing = self.conn.outbox.closing();
+        tokio::pin!(shutdown, closing);
         // tungstenite holds output of its own only after reading a ping (the pong) or a close
         // (the reply); our sends through it always flush fully.
         let mut control_pending = false;
         loop {
             let written = tokio::select! {
                 biased;
-                () = self.settings.shutdown.cancelled() => return End::Close(GOING_AWAY),
-                reason = self.conn.outbox.closing() => return End::Close(reason),
+                () = &mut shutdown => return End::Close(GOING_AWAY),
+                reason = &mut closing => return End::Close(reason),
                 frame = queue.recv() => match frame {
                     Some(frame) => {
                         let flush_control = std::mem::take(&mut control_pending);
@@ -88,7 +98,7 @@ impl Connection {
                     awaiting_pong = false;
                     let reply = match incoming {
                         None => return End::Gone,
-                        Some(Ok(Message::Text(text))) => self.answer(text.as_str()).await,
+                        Some(Ok(Message::Text(text))) => Box::pin(self.answer(text.as_str())).await,
                         Some(Ok(Message::Binary(_))) => error_frame(
                             None,
                             "binary_frame",
@@ -102,14 +112,15 @@ impl Connection {
                         Some(Ok(_)) => continue,
                         Some(Err(err)) => return ended_by(err),
                     };
-                    self.guarded(send_message(socket, Message::text(reply))).await
+                    Box::pin(self.guarded(send_message(socket, Message::text(reply)))).await
                 }
                 _ = ping.tick() => {
                     if awaiting_pong {
                         return End::Close(PING_TIMEOUT);
                     }
                     awaiting_pong = true;
-                    self.guarded(send_message(socket, Message::Ping(Default::default()))).await
+                    let ping = send_message(socket, Message::Ping(Default::default()));
+                    Box::pin(self.guarded(ping)).await
                 }
             };
             if let Err(end) = written {

@@ -2,9 +2,11 @@
 //! guarded and batched writes of shared frames, pings, and closing with the right code.
 
 use std::{
-    future::Future,
+    future::{Future, poll_fn},
     io,
+    pin::pin,
     sync::atomic::{AtomicBool, AtomicU64, Ordering},
+    task::Poll,
     time::Duration,
 };
 
@@ -123,7 +125,25 @@ pub(super) fn ping_timer(period: Duration) -> Interval {
 
 /// Runs a write unless the socket is told to close, the server shuts down, or the write stalls
 /// (the peer stopped reading: a slow consumer, counted in `slow_closes`).
+///
+/// Almost every write completes at once (the socket buffer has room): then no timer is armed
+/// and no cancellation token is waited on. Only a write that has to wait gets the guard, boxed,
+/// so the guard takes no room in the task of every idle connection.
 pub(super) async fn guarded<T>(
+    write: impl Future<Output = Result<(), WsError>>,
+    outbox: &Outbox<T>,
+    shutdown: &CancellationToken,
+    slow_closes: &AtomicU64,
+) -> Result<(), End> {
+    let mut write = pin!(write);
+    let at_once = poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await;
+    match at_once {
+        Poll::Ready(result) => result.map_err(|_| End::Gone),
+        Poll::Pending => Box::pin(guard(write, outbox, shutdown, slow_closes)).await,
+    }
+}
+
+async fn guard<T>(
     write: impl Future<Output = Result<(), WsError>>,
     outbox: &Outbox<T>,
     shutdown: &CancellationToken,
