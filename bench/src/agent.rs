@@ -294,6 +294,8 @@ async fn open(url: &str, source: Ipv4Addr) -> Result<Socket> {
         .parse()
         .with_context(|| format!("not an ip:port URL: {url}"))?;
     let socket = TcpSocket::new_v4()?;
+    // Ports of an earlier run's sockets may still be in TIME_WAIT: they may be reused.
+    socket.set_reuseaddr(true)?;
     socket.bind(SocketAddr::from((source, 0)))?;
     let stream = socket.connect(address).await.with_context(|| format!("connect {address}"))?;
     stream.set_nodelay(true)?;
