@@ -13,6 +13,9 @@ pub enum Chart {
     Lines { title: String, x: String, y: String, series: Vec<(String, Vec<(f64, f64)>)> },
 }
 
+/// A bar panel's title and how to read its value from an outcome.
+pub type Panel<'a, T> = (&'a str, fn(&T) -> f64);
+
 const COLORS: [RGBColor; 6] = [
     RGBColor(0x1f, 0x77, 0xb4),
     RGBColor(0xff, 0x7f, 0x0e),
@@ -23,6 +26,15 @@ const COLORS: [RGBColor; 6] = [
 ];
 
 impl Chart {
+    /// Bar panels over `outcomes`: one per (title, value), a bar per outcome named by `label`.
+    pub fn bars_of<T>(outcomes: &[T], label: fn(&T) -> &str, panels: &[Panel<T>]) -> Chart {
+        let panel = |(title, value): &Panel<T>| {
+            let bars = outcomes.iter().map(|o| (label(o).to_owned(), value(o))).collect();
+            ((*title).to_owned(), bars)
+        };
+        Chart::Bars(panels.iter().map(panel).collect())
+    }
+
     pub fn write_svg(&self, path: &Path) -> Result<()> {
         match self {
             Chart::Bars(panels) => bars(path, panels),

@@ -163,14 +163,14 @@ impl Workload for Fanout {
     }
 
     fn chart(&self, outcomes: &[FanoutOutcome]) -> Chart {
-        let panel = |title: &str, value: &dyn Fn(&FanoutOutcome) -> f64| {
-            let bars = outcomes.iter().map(|o| (o.target.clone(), value(o))).collect();
-            (title.to_owned(), bars)
-        };
-        Chart::Bars(vec![
-            panel("server CPU µs per delivery", &|o| o.server_cpu_us_per_delivery.unwrap_or(0.0)),
-            panel("deliveries per second (thousands)", &|o| o.deliveries_per_second / 1000.0),
-            panel("latency p99 (ms)", &|o| o.latency.p99_ms),
-        ])
+        Chart::bars_of(
+            outcomes,
+            |o| &o.target,
+            &[
+                ("server CPU µs per delivery", |o| o.server_cpu_us_per_delivery.unwrap_or(0.0)),
+                ("deliveries per second (thousands)", |o| o.deliveries_per_second / 1000.0),
+                ("latency p99 (ms)", |o| o.latency.p99_ms),
+            ],
+        )
     }
 }

@@ -101,12 +101,13 @@ impl Workload for Idle {
     }
 
     fn chart(&self, outcomes: &[IdleOutcome]) -> Chart {
-        let bars = |value: fn(&IdleOutcome) -> f64| {
-            outcomes.iter().map(|o| (o.target.clone(), value(o))).collect::<Vec<_>>()
-        };
-        Chart::Bars(vec![
-            ("RSS KiB per idle connection".into(), bars(|o| o.rss_kib_per_connection)),
-            ("PSS KiB per idle connection".into(), bars(|o| o.pss_kib_per_connection)),
-        ])
+        Chart::bars_of(
+            outcomes,
+            |o| &o.target,
+            &[
+                ("RSS KiB per idle connection", |o| o.rss_kib_per_connection),
+                ("PSS KiB per idle connection", |o| o.pss_kib_per_connection),
+            ],
+        )
     }
 }

@@ -75,7 +75,8 @@ impl Common {
             peers_dir: self.peers_dir.clone().unwrap_or_else(default_peers_dir),
             switchboard_args: self.switchboard_args.clone(),
         };
-        Servers::start(target, &launch)
+        // Starting waits for ports and processes with blocking calls.
+        tokio::task::block_in_place(|| Servers::start(target, &launch))
     }
 
     /// A progress bar of `length` steps (hidden with --quiet).

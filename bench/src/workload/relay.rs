@@ -139,13 +139,14 @@ impl Workload for Relay {
     }
 
     fn chart(&self, outcomes: &[RelayOutcome]) -> Chart {
-        let bars = |value: fn(&RelayOutcome) -> f64| {
-            outcomes.iter().map(|o| (o.target.clone(), value(o))).collect::<Vec<_>>()
-        };
-        Chart::Bars(vec![
-            ("relay round trips per second".into(), bars(|o| o.round_trips_per_second)),
-            ("round-trip time p99 (ms)".into(), bars(|o| o.rtt.p99_ms)),
-        ])
+        Chart::bars_of(
+            outcomes,
+            |o| &o.target,
+            &[
+                ("relay round trips per second", |o| o.round_trips_per_second),
+                ("round-trip time p99 (ms)", |o| o.rtt.p99_ms),
+            ],
+        )
     }
 }
 
