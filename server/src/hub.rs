@@ -2,8 +2,9 @@
 //!
 //! Maps are sharded ([`DashMap`]) so no single lock is taken per message: a topic delivery reads
 //! one topic's shard, a broadcast walks the connection shards one after another. A delivery hands
-//! every recipient a clone of the same [`Frame`] (a reference-count bump, no copy) through its
-//! bounded queue; a full queue closes that connection (4008) instead of slowing anyone else.
+//! every recipient's [`Outlet`] a clone of the same [`Frame`] (a reference-count bump, no copy);
+//! once all have it, each recipient's frames are written straight to its socket. A socket whose
+//! bounded backlog is full is closed (4008) instead of slowing anyone else.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -14,10 +15,13 @@ use std::{
 };
 
 use dashmap::DashMap;
-use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::store::ClientId;
+use crate::{
+    store::ClientId,
+    ws::{Outlet, PendingWrites, Writer},
+};
 use switchboard_protocol::{CLOSE_SLOW_CONSUMER, CLOSE_UNREGISTERED};
 
 pub use crate::ws::Frame;
@@ -44,78 +48,47 @@ pub struct CloseReason {
 pub const SLOW_CONSUMER: CloseReason =
     CloseReason { code: CLOSE_SLOW_CONSUMER, reason: "slow consumer" };
 
-/// A live socket's bounded queue and the way to close it (client sockets here, relay peers in
-/// [`crate::relay`]): whoever offers an item never waits, and a full queue closes the socket.
-pub struct Outbox<T> {
-    queue: mpsc::Sender<T>,
-    closing: CancellationToken,
-    close_reason: OnceLock<CloseReason>,
+/// Asks a socket's task to close, once, with a reason.
+#[derive(Default)]
+pub struct CloseSignal {
+    token: CancellationToken,
+    reason: OnceLock<CloseReason>,
 }
 
-impl<T> Outbox<T> {
-    /// An outbox holding at most `bound` items, and the receiver its socket's task drains.
-    pub fn new(bound: usize) -> (Self, mpsc::Receiver<T>) {
-        let (queue, receiver) = mpsc::channel(bound.max(1));
-        let outbox =
-            Outbox { queue, closing: CancellationToken::new(), close_reason: OnceLock::new() };
-        (outbox, receiver)
-    }
-
+impl CloseSignal {
     /// Asks the socket to close with `reason`; the first reason given wins.
     pub fn close(&self, reason: CloseReason) {
-        let _ = self.close_reason.set(reason);
-        self.closing.cancel();
+        let _ = self.reason.set(reason);
+        self.token.cancel();
     }
 
     /// Resolves once [`close`](Self::close) was called.
     pub async fn closing(&self) -> CloseReason {
-        self.closing.cancelled().await;
-        self.close_reason.get().copied().unwrap_or(CloseReason { code: 1000, reason: "" })
+        self.token.cancelled().await;
+        self.reason.get().copied().unwrap_or(CloseReason { code: 1000, reason: "" })
     }
 
     pub fn is_closing(&self) -> bool {
-        self.closing.is_cancelled()
+        self.token.is_cancelled()
     }
 
     /// Closes the socket with 4008 because it does not keep up (`why`); counted once in
     /// `slow_closes`.
     pub fn close_slow_consumer(&self, slow_closes: &AtomicU64, why: &'static str) {
-        if !self.closing.is_cancelled() {
+        if !self.token.is_cancelled() {
             slow_closes.fetch_add(1, Ordering::Relaxed);
             tracing::warn!("{why}: closing slow consumer");
         }
         self.close(SLOW_CONSUMER);
     }
-
-    /// Queues `item` without waiting; false when the socket is gone or its queue is full (it
-    /// is then closed as a slow consumer).
-    pub fn offer(&self, item: T, slow_closes: &AtomicU64) -> bool {
-        match self.queue.try_send(item) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_)) => {
-                self.close_slow_consumer(slow_closes, "send queue full");
-                false
-            }
-            Err(TrySendError::Closed(_)) => false,
-        }
-    }
 }
 
-/// The hub's side of one live connection: its queue and a way to close it.
+/// The hub's side of one live connection: where its frames go and how it is closed.
 pub struct ConnHandle {
     pub id: ConnId,
     pub client: ClientId,
-    pub outbox: Outbox<Frame>,
+    pub outlet: Arc<Outlet>,
 }
-
-impl ConnHandle {
-    fn offer(&self, frame: &Frame, stats: &HubStats) -> bool {
-        self.outbox.offer(frame.clone(), &stats.slow_consumer_closes)
-    }
-}
-
-/// The receiving half a connection task drains.
-pub type ConnQueue = mpsc::Receiver<Frame>;
 
 #[derive(Default)]
 struct LocalClient {
@@ -129,7 +102,8 @@ struct LocalClient {
 #[derive(Debug, Default)]
 pub struct HubStats {
     pub deliveries: AtomicU64,
-    pub slow_consumer_closes: AtomicU64,
+    /// Shared with every connection's outlet, which counts its own slow-consumer close.
+    pub slow_consumer_closes: Arc<AtomicU64>,
 }
 
 /// This node's live connections. Lock order where two maps are touched: `clients`, then
@@ -143,6 +117,8 @@ pub struct Hub {
     topics: DashMap<String, HashMap<ConnId, Arc<ConnHandle>>>,
     next_conn_id: AtomicU64,
     queue_bound: usize,
+    /// Writes deliveries out; none outside a runtime (they are then written where made).
+    writer: Option<Writer>,
     pub stats: HubStats,
 }
 
@@ -154,17 +130,23 @@ impl Hub {
             topics: DashMap::new(),
             next_conn_id: AtomicU64::new(1),
             queue_bound: queue_bound.max(1),
+            writer: tokio::runtime::Handle::try_current().is_ok().then(Writer::start),
             stats: HubStats::default(),
         }
     }
 
-    /// Adds a connection of `client`; it receives broadcasts at once and the client's topics
-    /// once [`sync_topics`](Self::sync_topics) has set them. Returns the handle, the queue to
-    /// drain, and the generation to pass to `sync_topics`.
-    pub fn attach(&self, client: ClientId) -> (Arc<ConnHandle>, ConnQueue, u64) {
-        let (outbox, receiver) = Outbox::new(self.queue_bound);
+    /// Adds a connection of `client`, writing straight to `direct` when given (plain TCP); it
+    /// receives broadcasts at once and the client's topics once
+    /// [`sync_topics`](Self::sync_topics) has set them. Returns the handle and the generation to
+    /// pass to `sync_topics`.
+    pub fn attach(
+        &self,
+        client: ClientId,
+        direct: Option<Arc<TcpStream>>,
+    ) -> (Arc<ConnHandle>, u64) {
+        let outlet = Outlet::new(direct, self.queue_bound, self.stats.slow_consumer_closes.clone());
         let id = self.next_conn_id.fetch_add(1, Ordering::Relaxed);
-        let conn = Arc::new(ConnHandle { id, client, outbox });
+        let conn = Arc::new(ConnHandle { id, client, outlet });
         let mut local = self.clients.entry(client).or_default();
         local.conns.push(conn.clone());
         for topic in &local.topics {
@@ -173,7 +155,7 @@ impl Hub {
         let generation = local.generation;
         drop(local);
         self.conns.insert(conn.id, conn.clone());
-        (conn, receiver, generation)
+        (conn, generation)
     }
 
     /// Sets the client's topics to `stored` (read from the store after `generation` was taken),
@@ -211,8 +193,10 @@ impl Hub {
         Ok(topics)
     }
 
-    /// Removes a connection that ended. Safe to call for one already removed.
+    /// Removes a connection that ended; it takes no delivery from now on. Safe to call for one
+    /// already removed.
     pub fn detach(&self, conn: &ConnHandle) {
+        conn.outlet.seal();
         if let dashmap::Entry::Occupied(mut local) = self.clients.entry(conn.client) {
             local.get_mut().conns.retain(|c| c.id != conn.id);
             for topic in &local.get().topics {
@@ -234,15 +218,40 @@ impl Hub {
         }
     }
 
-    /// Fans `frame` out to the target's live connections here; returns how many took it.
+    /// Fans `frame` out to the target's live connections here and has it written without
+    /// waiting (deliveries from other nodes); returns how many took it.
     pub fn deliver(&self, target: &Target, frame: &Frame) -> usize {
+        let mut pending = PendingWrites::default();
+        let delivered = self.deliver_into(target, frame, &mut pending);
+        match &self.writer {
+            Some(writer) => writer.write_later(pending),
+            None => drop(pending),
+        }
+        delivered
+    }
+
+    /// Fans `frame` out to the target's live connections here and resolves once it is written
+    /// (or waits in the backlog of a socket that pushed back); returns how many took it.
+    pub async fn deliver_written(&self, target: &Target, frame: &Frame) -> usize {
+        let mut pending = PendingWrites::default();
+        let delivered = self.deliver_into(target, frame, &mut pending);
+        match &self.writer {
+            Some(writer) => writer.write(pending).await,
+            None => drop(pending),
+        }
+        delivered
+    }
+
+    /// Hands `frame` to the target's live connections here; what can be written directly is
+    /// written with `pending`. Returns how many took it.
+    fn deliver_into(&self, target: &Target, frame: &Frame, pending: &mut PendingWrites) -> usize {
         let delivered = match target {
             Target::Broadcast => {
-                self.conns.iter().filter(|conn| conn.offer(frame, &self.stats)).count()
+                self.conns.iter().filter(|conn| conn.outlet.offer(frame, pending)).count()
             }
             Target::Topic(topic) => match self.topics.get(topic) {
                 Some(subscribers) => {
-                    subscribers.values().filter(|conn| conn.offer(frame, &self.stats)).count()
+                    subscribers.values().filter(|conn| conn.outlet.offer(frame, pending)).count()
                 }
                 None => 0,
             },
@@ -292,7 +301,9 @@ impl Hub {
                 self.remove_from_topic(topic, conn.id);
             }
             self.conns.remove(&conn.id);
-            conn.outbox.close(CloseReason { code: CLOSE_UNREGISTERED, reason: "unregistered" });
+            conn.outlet
+                .close
+                .close(CloseReason { code: CLOSE_UNREGISTERED, reason: "unregistered" });
         }
         local.conns.len()
     }
@@ -347,69 +358,78 @@ mod tests {
         Frame::text(text)
     }
 
+    /// What waits for the connection (no socket: nothing is written).
+    fn waiting(conn: &ConnHandle) -> Vec<Vec<u8>> {
+        conn.outlet.take_waiting()
+    }
+
     #[tokio::test]
     async fn topic_delivery_reaches_only_subscribers_and_every_socket_of_a_client() {
         let hub = Hub::new(8);
         let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
-        let (_a1, mut q1, generation) = hub.attach(alice);
+        let (a1, generation) = hub.attach(alice, None);
         let synced = hub.sync_topics(alice, generation, vec!["news".into()]);
         assert_eq!(synced, Ok(vec!["news".into()]));
-        let (_a2, mut q2, _) = hub.attach(alice);
-        let (_b, mut qb, _) = hub.attach(bob);
+        let (a2, _) = hub.attach(alice, None);
+        let (b, _) = hub.attach(bob, None);
         assert_eq!(hub.deliver(&Target::Topic("news".into()), &frame("n1")), 2);
-        assert_eq!(q1.try_recv().unwrap().payload(), b"n1");
-        assert_eq!(q2.try_recv().unwrap().payload(), b"n1");
-        assert!(qb.try_recv().is_err());
+        assert_eq!(waiting(&a1), [b"n1"]);
+        assert_eq!(waiting(&a2), [b"n1"]);
+        assert!(waiting(&b).is_empty());
         hub.subscribed(bob, &["news".into()]);
         assert_eq!(hub.deliver(&Target::Topic("news".into()), &frame("n2")), 3);
         hub.unsubscribed(alice, &["news".into()]);
         assert_eq!(hub.deliver(&Target::Topic("news".into()), &frame("n3")), 1);
         assert_eq!(hub.deliver(&Target::Broadcast, &frame("all")), 3);
+        assert_eq!(waiting(&b), [&b"n2"[..], b"n3", b"all"]);
     }
 
     #[tokio::test]
     async fn a_change_during_the_store_read_makes_the_read_retry() {
         let hub = Hub::new(4);
         let client = Uuid::new_v4();
-        let (_conn, mut queue, generation) = hub.attach(client);
+        let (conn, generation) = hub.attach(client, None);
         // The store was read (no topics) just before an HTTP subscribe reached this hub.
         hub.subscribed(client, &["news".into()]);
         let retry = hub.sync_topics(client, generation, vec![]).unwrap_err();
         let synced = hub.sync_topics(client, retry, vec!["news".into()]);
         assert_eq!(synced, Ok(vec!["news".into()]));
         assert_eq!(hub.deliver(&Target::Topic("news".into()), &frame("n")), 1);
-        assert_eq!(queue.try_recv().unwrap().payload(), b"n");
+        assert_eq!(waiting(&conn), [b"n"]);
         // A later read says unsubscribed: the socket stops receiving.
         assert_eq!(hub.sync_topics(client, retry, vec![]), Ok(vec![]));
         assert_eq!(hub.deliver(&Target::Topic("news".into()), &frame("n")), 0);
     }
 
     #[tokio::test]
-    async fn a_full_queue_closes_that_connection_only() {
+    async fn a_full_backlog_closes_that_connection_only() {
         let hub = Hub::new(2);
-        let (slow, _slow_queue, _) = hub.attach(Uuid::new_v4());
-        let (fast, mut fast_queue, _) = hub.attach(Uuid::new_v4());
+        let (slow, _) = hub.attach(Uuid::new_v4(), None);
+        let (fast, _) = hub.attach(Uuid::new_v4(), None);
         for i in 0..3 {
             hub.deliver(&Target::Broadcast, &frame(&i.to_string()));
-            while fast_queue.try_recv().is_ok() {}
+            waiting(&fast);
         }
-        assert_eq!(slow.outbox.closing().await.code, CLOSE_SLOW_CONSUMER);
-        assert!(!fast.outbox.is_closing());
+        assert_eq!(slow.outlet.close.closing().await.code, CLOSE_SLOW_CONSUMER);
+        assert!(!fast.outlet.close.is_closing());
         assert_eq!(hub.stats.slow_consumer_closes.load(Ordering::Relaxed), 1);
+        assert_eq!(waiting(&slow), [b"0", b"1"]);
     }
 
     #[tokio::test]
     async fn unregister_and_detach_leave_no_trace() {
         let hub = Hub::new(4);
         let client = Uuid::new_v4();
-        let (c1, _q1, generation) = hub.attach(client);
-        let (c2, _q2, _) = hub.attach(client);
+        let (c1, generation) = hub.attach(client, None);
+        let (c2, _) = hub.attach(client, None);
         assert!(hub.sync_topics(client, generation, vec!["t".into()]).is_ok());
         assert_eq!(hub.unregistered(client), 2);
-        assert_eq!(c1.outbox.closing().await.code, CLOSE_UNREGISTERED);
+        assert_eq!(c1.outlet.close.closing().await.code, CLOSE_UNREGISTERED);
         hub.detach(&c1);
         hub.detach(&c2);
         assert_eq!((hub.connection_count(), hub.connected_client_count()), (0, 0));
         assert!(hub.topics.is_empty());
+        // A detached connection takes nothing more, even from a fan-out that still holds it.
+        assert!(!c1.outlet.offer(&frame("late"), &mut PendingWrites::default()));
     }
 }

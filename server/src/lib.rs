@@ -6,8 +6,9 @@
 //! - [`config`]: command-line and environment options (clap).
 //! - [`server`]: builds the app from a `Config`, serves it, shuts it down gracefully.
 //! - [`api`]: the poem-openapi HTTP operations, thin over [`node`].
-//! - [`ws`]: the WebSocket transport: handshake, one task per socket, batched writes; client
-//!   connections and relay peers.
+//! - [`ws`]: the WebSocket transport: handshake, one task per socket reading it, writes
+//!   straight to the socket from the fan-out (queued only on push-back); client connections and
+//!   relay peers.
 //! - [`node`]: every operation once, for HTTP and WebSocket alike.
 //! - [`hub`]: this node's live sockets (sharded) and the fan-out of one encoded frame.
 //! - [`store`]: registrations, names, topics, subscriptions: a trait and its stores.
@@ -15,6 +16,7 @@
 //! - [`redis_pool`]: the Redis connections of a cluster member (command pool, pub/sub).
 //! - [`relay`]: relay mode: peers paired by a shared id, on any nodes, and what they send.
 //! - [`page`]: the test page at `/` and its Wasm client (built in `wasm-client/`).
+//! - [`listener`]: the plain-TCP listener that keeps sockets reachable for direct writes.
 //! - [`tls`]: the listener's certificate and key, checked at start.
 //! - [`error`]: typed errors and the one place they become JSON error answers.
 //!
@@ -25,6 +27,7 @@ pub mod bus;
 pub mod config;
 pub mod error;
 pub mod hub;
+pub mod listener;
 pub mod node;
 pub mod page;
 pub mod redis_pool;

@@ -170,7 +170,11 @@ impl Node {
     /// Applies the event here, then tells the other nodes. Returns what it did (sockets reached
     /// here, or closed on every node).
     async fn emit(&self, event: Event) -> Result<usize, AppError> {
-        let local = self.apply(&event);
+        let local = match &event {
+            // The publisher waits for the sockets, so it cannot outrun them.
+            Event::Deliver { target, frame } => self.hub.deliver_written(target, frame).await,
+            _ => self.apply(&event),
+        };
         self.listen_for(&event).await?;
         let remote = self.bus.announce(event).await?;
         Ok(local + remote)

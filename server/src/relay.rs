@@ -12,13 +12,17 @@ use std::sync::{
 };
 
 use dashmap::DashMap;
-use tokio::sync::mpsc;
+use tokio::{
+    net::TcpStream,
+    sync::mpsc::{self, error::TrySendError},
+};
 use uuid::Uuid;
 
 use crate::{
     bus::{Bus, BusError},
-    hub::{Frame, Outbox},
+    hub::Frame,
     store::{PeerAddr, Store, StoreError},
+    ws::Outlet,
 };
 
 /// What one peer tells another.
@@ -62,13 +66,42 @@ pub struct Relay {
 #[derive(Debug, Default)]
 pub struct RelayStats {
     pub relayed_frames: AtomicU64,
-    pub slow_consumer_closes: AtomicU64,
+    /// Shared with every peer's outlet, which counts its own slow-consumer close.
+    pub slow_consumer_closes: Arc<AtomicU64>,
 }
 
-/// The registry's side of one relay peer: where it is and its queue.
+/// The registry's side of one relay peer: where it is, its queue, and its socket's writes.
 pub struct PeerHandle {
     pub addr: PeerAddr,
     pub outbox: Outbox<RelayItem>,
+    pub outlet: Arc<Outlet>,
+}
+
+/// A peer's bounded queue of items for its task: whoever offers an item never waits, and a full
+/// queue closes the peer's socket as a slow consumer.
+pub struct Outbox<T> {
+    queue: mpsc::Sender<T>,
+}
+
+impl<T> Outbox<T> {
+    /// An outbox holding at most `bound` items, and the receiver its socket's task drains.
+    pub fn new(bound: usize) -> (Self, mpsc::Receiver<T>) {
+        let (queue, receiver) = mpsc::channel(bound.max(1));
+        (Outbox { queue }, receiver)
+    }
+
+    /// Queues `item` without waiting; false when the peer is gone or its queue is full (its
+    /// socket, written through `outlet`, is then closed).
+    pub fn offer(&self, item: T, outlet: &Outlet) -> bool {
+        match self.queue.try_send(item) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                outlet.close_slow_consumer("relay queue full");
+                false
+            }
+            Err(TrySendError::Closed(_)) => false,
+        }
+    }
 }
 
 /// The kinds of cross-node relay messages (the first byte of one).
@@ -104,11 +137,18 @@ impl Relay {
         self.keys.is_empty() || crate::node::key_in(&self.keys, key)
     }
 
-    /// A new peer here: its handle and the queue its socket drains.
-    pub fn attach(&self) -> (Arc<PeerHandle>, mpsc::Receiver<RelayItem>) {
+    /// A new peer here, writing straight to `direct` when given (plain TCP): its handle and the
+    /// queue its socket drains.
+    pub fn attach(
+        &self,
+        direct: Option<Arc<TcpStream>>,
+    ) -> (Arc<PeerHandle>, mpsc::Receiver<RelayItem>) {
         let (outbox, queue) = Outbox::new(self.queue_bound);
+        let slow_closes = self.stats.slow_consumer_closes.clone();
+        let outlet = Outlet::new(direct, self.queue_bound, slow_closes);
         let peer = self.next_peer.fetch_add(1, Ordering::Relaxed);
-        let handle = Arc::new(PeerHandle { addr: PeerAddr { node: self.node_id, peer }, outbox });
+        let addr = PeerAddr { node: self.node_id, peer };
+        let handle = Arc::new(PeerHandle { addr, outbox, outlet });
         self.peers.insert(peer, handle.clone());
         (handle, queue)
     }
@@ -151,11 +191,7 @@ impl Relay {
         let Some(handle) = self.peers.get(&peer).map(|handle| handle.clone()) else {
             return Reach::Refused;
         };
-        if handle.outbox.offer(item, &self.stats.slow_consumer_closes) {
-            Reach::Delivered
-        } else {
-            Reach::Refused
-        }
+        if handle.outbox.offer(item, &handle.outlet) { Reach::Delivered } else { Reach::Refused }
     }
 
     /// A relay message from another node's peer. A pairing that reaches no peer here is
@@ -185,7 +221,7 @@ impl Relay {
     /// Every waiting peer here waits again (after the store may have lost the waiting list).
     pub fn rejoin(&self) {
         for peer in self.peers.iter() {
-            peer.outbox.offer(RelayItem::Rejoin, &self.stats.slow_consumer_closes);
+            peer.outbox.offer(RelayItem::Rejoin, &peer.outlet);
         }
     }
 }

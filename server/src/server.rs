@@ -21,6 +21,7 @@ use crate::{
     config::Config,
     error::{AppError, error_response},
     hub::Hub,
+    listener::{DirectListener, DirectSockets},
     node::Node,
     redis_pool::RedisPool,
     relay::Relay,
@@ -143,11 +144,14 @@ async fn launch(
         config.topics.clone(),
     ));
     let shutdown = CancellationToken::new();
+    // Plain TCP sockets are written to directly; TLS ones only through their stream.
+    let direct_sockets = tls.is_none().then(|| Arc::new(DirectSockets::default()));
     let settings = WsSettings {
         ping_interval: config.ping_interval,
         max_message_bytes,
         shutdown: shutdown.clone(),
         tasks: TaskTracker::new(),
+        direct_sockets: direct_sockets.clone(),
     };
     match redis_bus {
         // Joining creates the configured topics, and again after every reconnection (Redis may
@@ -159,10 +163,15 @@ async fn launch(
         None => node.create_configured_topics().await.map_err(StartError::Topics)?,
     }
     let app = app(&config, node, settings.clone(), tls.is_some());
-    let listener = TcpListener::bind(config.bind);
-    let (local_addr, task) = match tls {
-        Some(tls) => serve(listener.rustls(tls), app, &config, shutdown.clone(), settings).await?,
-        None => serve(listener, app, &config, shutdown.clone(), settings).await?,
+    let (local_addr, task) = match (tls, direct_sockets) {
+        (Some(tls), _) => {
+            let listener = TcpListener::bind(config.bind).rustls(tls);
+            serve(listener, app, &config, shutdown.clone(), settings).await?
+        }
+        (None, sockets) => {
+            let listener = DirectListener::bind(config.bind, sockets.unwrap_or_default());
+            serve(listener, app, &config, shutdown.clone(), settings).await?
+        }
     };
     Ok(Running { local_addr, api_keys, shutdown, task })
 }

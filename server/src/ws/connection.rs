@@ -1,24 +1,21 @@
 //! One WebSocket connection: a single task that drains the connection's queue in batches (one
 //! flush per batch), answers client frames, pings, and closes with the right code.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicBool, AtomicU64},
-};
+use std::sync::Arc;
 
 use futures_util::StreamExt;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::tungstenite::Message;
 use tracing::Instrument;
 
 use super::{
-    WsSettings,
+    Frame, WsSettings,
     socket::{
-        End, GOING_AWAY, PING_TIMEOUT, Socket, ended_by, finish, guarded, ping_timer, send_message,
-        write_frames,
+        End, GOING_AWAY, PING_TIMEOUT, Socket, Upgrade, drain, ended_by, finish, ping_timer,
+        send_message,
     },
 };
 use crate::{
-    hub::{CloseReason, ConnHandle, ConnQueue, Target},
+    hub::{CloseReason, ConnHandle, Target},
     node::Node,
     store::{Client, StoreError},
 };
@@ -27,17 +24,21 @@ use switchboard_protocol::{CLOSE_UNREGISTERED, ClientFrame, ServerFrame};
 /// Store reads tried while subscription changes keep racing the connect.
 const SYNC_ATTEMPTS: usize = 8;
 
-pub(super) async fn run(node: Arc<Node>, client: Client, socket: Socket, settings: WsSettings) {
-    let (conn, queue, generation) = node.hub.attach(client.id);
+pub(super) async fn run(
+    node: Arc<Node>,
+    client: Client,
+    mut upgrade: Upgrade,
+    settings: WsSettings,
+) {
+    let (conn, generation) = node.hub.attach(client.id, upgrade.direct.take());
+    let socket = upgrade.into_socket(conn.outlet.clone()).await;
     // The id is a secret: spans carry the name and a connection number only.
     let span = tracing::info_span!("ws", conn = conn.id, client = %client.name);
-    let connection = Connection { mid_frame: AtomicBool::new(false), node, client, conn, settings };
-    connection.serve(socket, queue, generation).instrument(span).await;
+    let connection = Connection { node, client, conn, settings };
+    connection.serve(socket, generation).instrument(span).await;
 }
 
 struct Connection {
-    /// Set while a delivery frame is partly written (see [`write_frames`]).
-    mid_frame: AtomicBool,
     node: Arc<Node>,
     client: Client,
     conn: Arc<ConnHandle>,
@@ -45,55 +46,46 @@ struct Connection {
 }
 
 impl Connection {
-    async fn serve(self, mut socket: Socket, mut queue: ConnQueue, generation: u64) {
+    async fn serve(self, mut socket: Socket, generation: u64) {
         tracing::debug!("connected");
+        let outlet = &self.conn.outlet;
         // What runs once or rarely is boxed, so that it takes no room in the task of every idle
         // connection (a task is as large as its largest state).
-        let end = match Box::pin(self.subscriptions(generation)).await {
+        let (end, opened) = match Box::pin(self.subscriptions(generation)).await {
             Ok(topics) => {
                 let id = self.client.id.to_string();
                 let welcome = ServerFrame::Welcome { id: &id, topics }.to_json();
-                match Box::pin(self.guarded(send_message(&mut socket, Message::text(welcome))))
-                    .await
-                {
-                    Ok(()) => self.pump(&mut socket, &mut queue).await,
-                    Err(end) => end,
-                }
+                // Ahead of any delivery that arrived meanwhile.
+                outlet.open(Some(Frame::from_payload(welcome.as_bytes())));
+                (self.pump(&mut socket).await, true)
             }
-            Err(reason) => End::Close(reason),
+            Err(reason) => (End::Close(reason), false),
         };
         self.node.hub.detach(&self.conn);
-        Box::pin(finish(&mut socket, end, &self.mid_frame)).await;
+        if !opened {
+            outlet.discard();
+        }
+        Box::pin(finish(&mut socket, end)).await;
     }
 
-    async fn pump(&self, socket: &mut Socket, queue: &mut ConnQueue) -> End {
+    async fn pump(&self, socket: &mut Socket) -> End {
+        let outlet = &self.conn.outlet;
         let mut ping = ping_timer(self.settings.ping_interval);
         let mut awaiting_pong = false;
         // Made once, on a token of this connection's own: polling a cancellation future locks
         // its token, and the shutdown token is shared by every connection.
         let shutdown_token = self.settings.shutdown.child_token();
         let shutdown = shutdown_token.cancelled();
-        let closing = self.conn.outbox.closing();
+        let closing = outlet.close.closing();
         tokio::pin!(shutdown, closing);
-        // tungstenite holds output of its own only after reading a ping (the pong) or a close
-        // (the reply); our sends through it always flush fully.
-        let mut control_pending = false;
         loop {
             let written = tokio::select! {
                 biased;
                 () = &mut shutdown => return End::Close(GOING_AWAY),
                 reason = &mut closing => return End::Close(reason),
-                frame = queue.recv() => match frame {
-                    Some(frame) => {
-                        let flush_control = std::mem::take(&mut control_pending);
-                        // The frames already queued behind it go out in the same batch.
-                        let batch = std::iter::once(frame)
-                            .chain(std::iter::from_fn(|| queue.try_recv().ok()));
-                        let frames = write_frames(socket, batch, flush_control, &self.mid_frame);
-                        self.guarded(frames).await
-                    }
-                    None => return End::Gone,
-                },
+                // Deliveries are written by the fan-out; this task writes only when the socket
+                // pushed back (or is TLS).
+                () = outlet.wanted() => drain(socket, &self.settings.shutdown).await,
                 incoming = socket.next() => {
                     awaiting_pong = false;
                     let reply = match incoming {
@@ -105,22 +97,17 @@ impl Connection {
                             "binary frames are not part of the protocol; send JSON text",
                         ),
                         // Pings are answered and close frames acknowledged by tungstenite.
-                        Some(Ok(Message::Ping(_) | Message::Close(_))) => {
-                            control_pending = true;
-                            continue;
-                        }
                         Some(Ok(_)) => continue,
                         Some(Err(err)) => return ended_by(err),
                     };
-                    Box::pin(self.guarded(send_message(socket, Message::text(reply)))).await
+                    send_message(socket, Message::text(reply)).await
                 }
                 _ = ping.tick() => {
                     if awaiting_pong {
                         return End::Close(PING_TIMEOUT);
                     }
                     awaiting_pong = true;
-                    let ping = send_message(socket, Message::Ping(Default::default()));
-                    Box::pin(self.guarded(ping)).await
+                    send_message(socket, Message::Ping(Default::default())).await
                 }
             };
             if let Err(end) = written {
@@ -156,16 +143,6 @@ impl Connection {
             }
         }
         Err(CloseReason { code: 1013, reason: "subscriptions kept changing; reconnect" })
-    }
-
-    /// Runs a write unless the connection is told to close, the server shuts down, or the
-    /// write stalls.
-    async fn guarded(
-        &self,
-        write: impl std::future::Future<Output = Result<(), WsError>>,
-    ) -> Result<(), End> {
-        let slow_closes: &AtomicU64 = &self.node.hub.stats.slow_consumer_closes;
-        guarded(write, &self.conn.outbox, &self.settings.shutdown, slow_closes).await
     }
 
     /// Applies one client frame and returns the ack or error frame to send back.

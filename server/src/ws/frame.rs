@@ -40,6 +40,12 @@ impl Frame {
         Frame::framed(bytes, first_byte)
     }
 
+    /// A frame from its wire bytes (tests).
+    #[cfg(test)]
+    pub fn from_wire(bytes: Bytes) -> Frame {
+        Frame(bytes)
+    }
+
     /// Whether this is a text frame (else binary).
     pub fn is_text(&self) -> bool {
         self.0.first() == Some(&FIN_TEXT)
@@ -83,6 +89,15 @@ impl Frame {
     /// The frame as it goes on the wire.
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
+    }
+
+    /// The frame's shared bytes (cloning them is a reference-count bump).
+    pub fn bytes(&self) -> &Bytes {
+        &self.0
+    }
+
+    pub fn into_bytes(self) -> Bytes {
+        self.0
     }
 
     /// The payload (the JSON text), without the header.

@@ -1,15 +1,17 @@
 //! The WebSocket transport of client connections (`GET /ws/{id}`) and relay peers
 //! (`GET /relay/{id}`, [`relay`]). Each checks its request before upgrading and answers the
 //! handshake itself, so the connection runs on the raw upgraded socket: tokio-tungstenite reads
-//! and sends control frames, while deliveries go out as [`Frame`]s encoded once for every
-//! recipient (poem's own WebSocket type would copy each payload per recipient).
+//! it, while every write, deliveries as [`Frame`]s encoded once for every recipient, goes
+//! through the socket's [`Outlet`] (straight to the TCP socket when it has room).
 
 mod connection;
 mod frame;
+mod outlet;
 mod relay;
 mod socket;
 
 pub use frame::Frame;
+pub use outlet::{Outlet, PendingWrites, Writer};
 pub use relay::upgrade as relay_upgrade;
 
 use std::{sync::Arc, time::Duration};
@@ -22,7 +24,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use uuid::Uuid;
 
-use crate::{error::AppError, node::Node};
+use crate::{error::AppError, listener::DirectSockets, node::Node};
 
 /// What every connection task needs besides the node.
 #[derive(Clone)]
@@ -33,6 +35,8 @@ pub struct WsSettings {
     pub shutdown: CancellationToken,
     /// Tracks connection tasks so shutdown can wait for them.
     pub tasks: TaskTracker,
+    /// The raw sockets of plain-TCP connections (none with TLS), for direct writes.
+    pub direct_sockets: Option<Arc<DirectSockets>>,
 }
 
 impl WsSettings {
@@ -63,7 +67,7 @@ pub async fn upgrade(
         .await
         .map_err(|err| AppError::from(err).unknown_client_forbidden())?;
     let (node, connection_settings) = (Arc::clone(&node), settings.clone());
-    socket::accept(req, &settings, move |socket| {
-        connection::run(node, client, socket, connection_settings)
+    socket::accept(req, &settings, move |upgrade| {
+        connection::run(node, client, upgrade, connection_settings)
     })
 }

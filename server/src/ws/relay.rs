@@ -2,7 +2,7 @@
 //! frame it sends to that partner and writes what the partner sends, and tells the partner when
 //! it leaves. The strings it writes are the relay protocol's (openapi/PROTOCOL.md).
 
-use std::sync::{Arc, atomic::AtomicBool};
+use std::sync::Arc;
 
 use futures_util::StreamExt;
 use poem::{
@@ -10,14 +10,14 @@ use poem::{
     web::{Data, Path, Query},
 };
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::tungstenite::Message;
 use tracing::Instrument;
 
 use super::{
     Frame, WsSettings,
     socket::{
-        self, BATCH, End, GOING_AWAY, PING_TIMEOUT, Socket, ended_by, finish, guarded, ping_timer,
-        write_frames,
+        End, GOING_AWAY, PING_TIMEOUT, Socket, Upgrade, drain, ended_by, finish, ping_timer,
+        send_frame, send_message,
     },
 };
 use crate::{
@@ -54,7 +54,7 @@ pub async fn upgrade(
     node: Data<&Arc<Node>>,
     settings: Data<&WsSettings>,
 ) -> poem::Result<Response> {
-    socket::handshake_key(req)?;
+    super::socket::handshake_key(req)?;
     if !valid_id(&id) {
         return Err(AppError::BadRequest(format!(
             "relay id must be 1-128 of A-Za-z0-9_.:- (got `{id}`)"
@@ -67,23 +67,20 @@ pub async fn upgrade(
     }
     node.bus.check().map_err(AppError::from)?;
     let (relay, peer_settings) = (node.relay.clone(), settings.clone());
-    socket::accept(req, &settings, move |socket| run(relay, id, socket, peer_settings))
+    super::socket::accept(req, &settings, move |upgrade| run(relay, id, upgrade, peer_settings))
 }
 
-async fn run(relay: Arc<Relay>, id: String, socket: Socket, settings: WsSettings) {
-    let (me, queue) = relay.attach();
+/// Most of the partner's frames taken from the queue at once.
+const BATCH: usize = 64;
+
+async fn run(relay: Arc<Relay>, id: String, mut upgraded: Upgrade, settings: WsSettings) {
+    let (me, queue) = relay.attach(upgraded.direct.take());
+    let socket = upgraded.into_socket(me.outlet.clone()).await;
+    me.outlet.open(None);
     // The id is the peers' shared secret: spans carry the peer number only.
     let span = tracing::info_span!("relay", peer = me.addr.peer);
-    let peer = Peer {
-        relay,
-        id,
-        me,
-        settings,
-        mid_frame: AtomicBool::new(false),
-        state: State::Waiting { rejoined: false },
-        stash: None,
-        control_pending: false,
-    };
+    let peer =
+        Peer { relay, id, me, settings, state: State::Waiting { rejoined: false }, stash: None };
     peer.serve(socket, queue).instrument(span).await;
 }
 
@@ -102,23 +99,21 @@ struct Peer {
     id: String,
     me: Arc<PeerHandle>,
     settings: WsSettings,
-    mid_frame: AtomicBool,
     state: State,
     /// An item taken from the queue while batching frames, handled next.
     stash: Option<RelayItem>,
-    /// tungstenite has a pong or close reply to flush before our next write.
-    control_pending: bool,
 }
 
 impl Peer {
     async fn serve(mut self, mut socket: Socket, mut queue: mpsc::Receiver<RelayItem>) {
         tracing::debug!("relay peer connected");
-        let end = match self.meet(&mut socket, true).await {
+        let end = match self.meet(true).await {
             Ok(()) => self.pump(&mut socket, &mut queue).await,
             Err(end) => end,
         };
+        self.me.outlet.seal();
         self.leave(queue).await;
-        finish(&mut socket, end, &self.mid_frame).await;
+        finish(&mut socket, end).await;
     }
 
     async fn pump(&mut self, socket: &mut Socket, queue: &mut mpsc::Receiver<RelayItem>) -> End {
@@ -126,7 +121,7 @@ impl Peer {
         let mut awaiting_pong = false;
         loop {
             if let Some(item) = self.stash.take() {
-                if let Err(end) = self.handle(item, socket, queue).await {
+                if let Err(end) = self.handle(item, queue).await {
                     return end;
                 }
                 continue;
@@ -134,9 +129,11 @@ impl Peer {
             let result = tokio::select! {
                 biased;
                 () = self.settings.shutdown.cancelled() => return End::Close(GOING_AWAY),
-                reason = self.me.outbox.closing() => return End::Close(reason),
+                reason = self.me.outlet.close.closing() => return End::Close(reason),
+                // The socket pushed back: write what waits before taking more.
+                () = self.me.outlet.wanted() => drain(socket, &self.settings.shutdown).await,
                 item = queue.recv() => match item {
-                    Some(item) => self.handle(item, socket, queue).await,
+                    Some(item) => self.handle(item, queue).await,
                     None => return End::Gone,
                 },
                 incoming = socket.next() => {
@@ -144,16 +141,12 @@ impl Peer {
                     match incoming {
                         None => return End::Gone,
                         Some(Ok(Message::Text(text))) => {
-                            self.forward(socket, Frame::from_payload(text.as_bytes())).await
+                            self.forward(Frame::from_payload(text.as_bytes())).await
                         }
                         Some(Ok(Message::Binary(data))) => {
-                            self.forward(socket, Frame::binary(&data)).await
+                            self.forward(Frame::binary(&data)).await
                         }
                         // Pings are answered and close frames acknowledged by tungstenite.
-                        Some(Ok(Message::Ping(_) | Message::Close(_))) => {
-                            self.control_pending = true;
-                            Ok(())
-                        }
                         Some(Ok(_)) => Ok(()),
                         Some(Err(err)) => return ended_by(err),
                     }
@@ -163,8 +156,7 @@ impl Peer {
                         return End::Close(PING_TIMEOUT);
                     }
                     awaiting_pong = true;
-                    let ping = socket::send_message(socket, Message::Ping(Default::default()));
-                    self.guarded(ping).await
+                    send_message(socket, Message::Ping(Default::default())).await
                 }
             };
             if let Err(end) = result {
@@ -175,7 +167,7 @@ impl Peer {
 
     /// Finds a partner: takes the peer waiting with this id, or waits (saying so when
     /// `announce`). A waiting peer whose node is gone is skipped.
-    async fn meet(&mut self, socket: &mut Socket, announce: bool) -> Result<(), End> {
+    async fn meet(&mut self, announce: bool) -> Result<(), End> {
         let me = self.me.addr;
         loop {
             let waiting = self.relay.meet(&self.id, me).await.map_err(|err| {
@@ -185,7 +177,7 @@ impl Peer {
             let Some(partner) = waiting else {
                 if announce {
                     self.state = State::Waiting { rejoined: false };
-                    return self.write(socket, &[WAITING]).await;
+                    return self.write(&[WAITING]);
                 }
                 self.state = State::Waiting { rejoined: true };
                 return Ok(());
@@ -193,7 +185,7 @@ impl Peer {
             match self.relay.send(partner, RelayItem::Paired { from: me }).await {
                 Ok(Reach::Delivered) => {
                     self.state = State::Paired(partner);
-                    return self.write(socket, &[CONNECTED]).await;
+                    return self.write(&[CONNECTED]);
                 }
                 // It left meanwhile: it no longer waits, so the next meet finds another or none.
                 Ok(Reach::Refused | Reach::NodeGone) => continue,
@@ -209,7 +201,6 @@ impl Peer {
     async fn handle(
         &mut self,
         item: RelayItem,
-        socket: &mut Socket,
         queue: &mut mpsc::Receiver<RelayItem>,
     ) -> Result<(), End> {
         match (item, self.state) {
@@ -219,7 +210,7 @@ impl Peer {
                     let _ = self.relay.leave(&self.id, self.me.addr).await;
                 }
                 self.state = State::Paired(from);
-                self.write(socket, &[REMOTE_OPEN, CONNECTED]).await
+                self.write(&[REMOTE_OPEN, CONNECTED])
             }
             (RelayItem::Paired { from }, State::Paired(_)) => {
                 // Cannot happen while the rendezvous holds; refuse rather than pair twice.
@@ -229,7 +220,7 @@ impl Peer {
                 Ok(())
             }
             (RelayItem::RemoteClosed { from }, State::Paired(partner)) if from == partner => {
-                self.partner_left(socket).await
+                self.partner_left().await
             }
             (RelayItem::Data { from, frame }, State::Paired(partner)) if from == partner => {
                 // The partner's frames already queued behind this one go out in one batch.
@@ -244,41 +235,41 @@ impl Peer {
                         Err(_) => break,
                     }
                 }
-                self.write_frames(socket, batch).await
+                self.write_frames(batch)
             }
-            (RelayItem::Rejoin, State::Waiting { .. }) => self.meet(socket, false).await,
+            (RelayItem::Rejoin, State::Waiting { .. }) => self.meet(false).await,
             // From a former partner, or a rejoin while paired: nothing to do.
             _ => Ok(()),
         }
     }
 
     /// Sends a frame this peer wrote to its partner, or answers why it cannot.
-    async fn forward(&mut self, socket: &mut Socket, frame: Frame) -> Result<(), End> {
+    async fn forward(&mut self, frame: Frame) -> Result<(), End> {
         if frame.is_text()
             && RESERVED.iter().any(|prefix| frame.payload().starts_with(prefix.as_bytes()))
         {
-            return self.write_error(socket, RESERVED_PREFIX, &frame).await;
+            return self.write_error(RESERVED_PREFIX, &frame);
         }
         let State::Paired(partner) = self.state else {
-            return self.write_error(socket, NOT_RECEIVED, &frame).await;
+            return self.write_error(NOT_RECEIVED, &frame);
         };
         let data = RelayItem::Data { from: self.me.addr, frame };
         match self.relay.send(partner, data).await {
             // A partner that refuses is leaving and tells us so itself.
             Ok(Reach::Delivered | Reach::Refused) => Ok(()),
-            Ok(Reach::NodeGone) => self.partner_left(socket).await,
+            Ok(Reach::NodeGone) => self.partner_left().await,
             Err(err) => {
                 tracing::warn!(%err, "cannot relay to the partner's node");
-                self.partner_left(socket).await
+                self.partner_left().await
             }
         }
     }
 
     /// The partner is gone: say so and meet the next one (or wait).
-    async fn partner_left(&mut self, socket: &mut Socket) -> Result<(), End> {
+    async fn partner_left(&mut self) -> Result<(), End> {
         self.state = State::Waiting { rejoined: false };
-        self.write(socket, &[REMOTE_CLOSE]).await?;
-        self.meet(socket, true).await
+        self.write(&[REMOTE_CLOSE])?;
+        self.meet(true).await
     }
 
     /// Leaves the rendezvous and tells whoever counts on this peer that it is gone.
@@ -309,33 +300,20 @@ impl Peer {
     }
 
     /// Writes protocol texts.
-    async fn write(&mut self, socket: &mut Socket, texts: &[&str]) -> Result<(), End> {
+    fn write(&self, texts: &[&str]) -> Result<(), End> {
         let frames = texts.iter().map(|text| Frame::from_payload(text.as_bytes())).collect();
-        self.write_frames(socket, frames).await
+        self.write_frames(frames)
     }
 
-    async fn write_frames(&mut self, socket: &mut Socket, frames: Vec<Frame>) -> Result<(), End> {
-        let flush_control = std::mem::take(&mut self.control_pending);
-        let write = write_frames(socket, frames.into_iter(), flush_control, &self.mid_frame);
-        self.guarded(write).await
+    /// Writes frames through the outlet: at once when the socket has room, else they wait
+    /// (bounded) for this task's next drain.
+    fn write_frames(&self, frames: Vec<Frame>) -> Result<(), End> {
+        frames.into_iter().try_for_each(|frame| send_frame(&self.me.outlet, frame))
     }
 
     /// Writes `/error:<code>:<text>:` followed by the refused message (binary as lossy UTF-8).
-    async fn write_error(
-        &mut self,
-        socket: &mut Socket,
-        error: &str,
-        refused: &Frame,
-    ) -> Result<(), End> {
+    fn write_error(&self, error: &str, refused: &Frame) -> Result<(), End> {
         let text = format!("{error}{}", String::from_utf8_lossy(refused.payload()));
-        self.write(socket, &[&text]).await
-    }
-
-    async fn guarded(
-        &self,
-        write: impl std::future::Future<Output = Result<(), WsError>>,
-    ) -> Result<(), End> {
-        let slow = &self.relay.stats.slow_consumer_closes;
-        guarded(write, &self.me.outbox, &self.settings.shutdown, slow).await
+        self.write(&[&text])
     }
 }

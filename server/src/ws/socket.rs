@@ -5,7 +5,7 @@ use std::{
     future::{Future, poll_fn},
     io,
     pin::pin,
-    sync::atomic::{AtomicBool, AtomicU64, Ordering},
+    sync::Arc,
     task::Poll,
     time::Duration,
 };
@@ -16,31 +16,32 @@ use poem::{
     http::{HeaderMap, StatusCode, header},
 };
 use tokio::{
-    io::AsyncWriteExt,
+    net::TcpStream,
     time::{Instant, Interval, MissedTickBehavior, interval_at, sleep, timeout},
 };
 use tokio_tungstenite::{
     WebSocketStream,
     tungstenite::{
-        Error as WsError, Message, handshake::derive_accept_key, protocol::CloseFrame,
-        protocol::Role,
+        Error as WsError, Message,
+        handshake::derive_accept_key,
+        protocol::{CloseFrame, Role, WebSocketConfig},
     },
 };
 use tokio_util::sync::CancellationToken;
 
-use super::{Frame, WsSettings};
+use super::{
+    Frame, WsSettings,
+    outlet::{Outlet, OutletIo},
+};
 use crate::{
     error::AppError,
-    hub::{CloseReason, Outbox, SLOW_CONSUMER},
+    hub::{CloseReason, SLOW_CONSUMER},
 };
 use switchboard_protocol::{CLOSE_PING_TIMEOUT, CLOSE_SLOW_CONSUMER};
 
-pub(super) type Socket = WebSocketStream<Upgraded>;
+/// A server socket: tungstenite reads it; every write goes through its [`Outlet`].
+pub(super) type Socket = WebSocketStream<OutletIo>;
 
-/// Most queued frames written before one flush.
-pub(super) const BATCH: usize = 64;
-/// Frames below this size are coalesced into one write; the coalesced run stays below it too.
-const COALESCE_LIMIT: usize = 16 * 1024;
 /// A write that cannot progress for this long means the peer stopped reading.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long closing (our close frame out, the peer's answer in) may take.
@@ -57,7 +58,23 @@ pub(super) enum End {
     Gone,
 }
 
-/// Answers a valid WebSocket upgrade with 101 and runs `serve` on the upgraded socket as a
+/// An upgraded connection, before its socket is made.
+pub(super) struct Upgrade {
+    io: Upgraded,
+    /// The raw socket under it, when it is plain TCP (see [`crate::listener`]).
+    pub direct: Option<Arc<TcpStream>>,
+    config: WebSocketConfig,
+}
+
+impl Upgrade {
+    /// The socket, writing through `outlet`.
+    pub async fn into_socket(self, outlet: Arc<Outlet>) -> Socket {
+        let io = OutletIo::new(self.io, outlet);
+        WebSocketStream::from_raw_socket(io, Role::Server, Some(self.config)).await
+    }
+}
+
+/// Answers a valid WebSocket upgrade with 101 and runs `serve` on the upgraded connection as a
 /// tracked task (shutdown waits for it). The caller has checked everything else first, so every
 /// refusal is a plain HTTP answer.
 pub(super) fn accept<F, Fut>(
@@ -66,20 +83,21 @@ pub(super) fn accept<F, Fut>(
     serve: F,
 ) -> poem::Result<Response>
 where
-    F: FnOnce(Socket) -> Fut + Send + 'static,
+    F: FnOnce(Upgrade) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let key = handshake_key(req)?;
     let accept_key = derive_accept_key(key.as_bytes());
     let on_upgrade =
         req.take_upgrade().map_err(|err| AppError::BadRequest(format!("cannot upgrade: {err}")))?;
+    let direct = settings
+        .direct_sockets
+        .as_ref()
+        .and_then(|sockets| sockets.find(req.local_addr(), req.remote_addr()));
     let config = settings.socket_config();
     settings.tasks.spawn(async move {
         match on_upgrade.await {
-            Ok(io) => {
-                let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-                serve(socket).await;
-            }
+            Ok(io) => serve(Upgrade { io, direct, config }).await,
             Err(err) => tracing::debug!(%err, "WebSocket upgrade failed"),
         }
     });
@@ -123,38 +141,34 @@ pub(super) fn ping_timer(period: Duration) -> Interval {
     ping
 }
 
-/// Runs a write unless the socket is told to close, the server shuts down, or the write stalls
-/// (the peer stopped reading: a slow consumer, counted in `slow_closes`).
+/// Writes what waits in the socket's backlog unless the socket is told to close, the server
+/// shuts down, or the writing stalls (the peer stopped reading: a slow consumer).
 ///
-/// Almost every write completes at once (the socket buffer has room): then no timer is armed
+/// Almost every time the socket has room and this completes at once: then no timer is armed
 /// and no cancellation token is waited on. Only a write that has to wait gets the guard, boxed,
 /// so the guard takes no room in the task of every idle connection.
-pub(super) async fn guarded<T>(
-    write: impl Future<Output = Result<(), WsError>>,
-    outbox: &Outbox<T>,
-    shutdown: &CancellationToken,
-    slow_closes: &AtomicU64,
-) -> Result<(), End> {
-    let mut write = pin!(write);
+pub(super) async fn drain(socket: &mut Socket, shutdown: &CancellationToken) -> Result<(), End> {
+    let io = socket.get_mut();
+    let outlet = io.outlet().clone();
+    let mut write = pin!(io.drain());
     let at_once = poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await;
     match at_once {
         Poll::Ready(result) => result.map_err(|_| End::Gone),
-        Poll::Pending => Box::pin(guard(write, outbox, shutdown, slow_closes)).await,
+        Poll::Pending => Box::pin(guard(write, &outlet, shutdown)).await,
     }
 }
 
-async fn guard<T>(
-    write: impl Future<Output = Result<(), WsError>>,
-    outbox: &Outbox<T>,
+async fn guard(
+    write: impl Future<Output = io::Result<()>>,
+    outlet: &Outlet,
     shutdown: &CancellationToken,
-    slow_closes: &AtomicU64,
 ) -> Result<(), End> {
     tokio::select! {
         result = write => result.map_err(|_| End::Gone),
-        reason = outbox.closing() => Err(End::Close(reason)),
+        reason = outlet.close.closing() => Err(End::Close(reason)),
         () = shutdown.cancelled() => Err(End::Close(GOING_AWAY)),
         () = sleep(WRITE_TIMEOUT) => {
-            outbox.close_slow_consumer(slow_closes, "write stalled");
+            outlet.close_slow_consumer("write stalled");
             Err(End::Close(SLOW_CONSUMER))
         }
     }
@@ -171,63 +185,32 @@ pub(super) fn ended_by(err: WsError) -> End {
     End::Close(reason)
 }
 
-/// Sends one message through tungstenite (welcome, ack, error, ping).
-pub(super) async fn send_message(socket: &mut Socket, message: Message) -> Result<(), WsError> {
-    socket.send(message).await
+/// Sends one message through tungstenite (ack, error, ping): it goes through the outlet, so it
+/// never waits.
+pub(super) async fn send_message(socket: &mut Socket, message: Message) -> Result<(), End> {
+    socket.send(message).await.map_err(|err| match err {
+        WsError::Io(err) => write_failed(&err),
+        _ => End::Gone,
+    })
 }
 
-/// Writes `frames` (at most [`BATCH`] are taken) straight to the socket as the bytes encoded
-/// once for every recipient. poem's upgraded IO has no vectored write, so runs of small frames
-/// are coalesced into one write; a frame that is alone or large is written from its shared
-/// bytes. With `flush_control`, tungstenite's pending control frames go out first so they never
-/// interleave with ours. `mid_frame` stays set if this future is dropped while a frame is half
-/// written: the stream is then cut and must not carry a close frame.
-pub(super) async fn write_frames(
-    socket: &mut Socket,
-    frames: impl Iterator<Item = Frame>,
-    flush_control: bool,
-    mid_frame: &AtomicBool,
-) -> Result<(), WsError> {
-    if flush_control {
-        socket.flush().await?;
-    }
-    let io = socket.get_mut();
-    let mut coalesced = Vec::new();
-    let mut frames = frames.take(BATCH).peekable();
-    while let Some(frame) = frames.next() {
-        let more = frames.peek().is_some();
-        let small = frame.len() < COALESCE_LIMIT;
-        if small && (more || !coalesced.is_empty()) {
-            coalesced.extend_from_slice(frame.as_bytes());
-            if !more || coalesced.len() >= COALESCE_LIMIT {
-                write_whole(io, &coalesced, mid_frame).await?;
-                coalesced.clear();
-            }
-        } else {
-            if !coalesced.is_empty() {
-                write_whole(io, &coalesced, mid_frame).await?;
-                coalesced.clear();
-            }
-            write_whole(io, frame.as_bytes(), mid_frame).await?;
-        }
-    }
-    io.flush().await?;
-    Ok(())
+/// Sends one of our own frames through the outlet.
+pub(super) fn send_frame(outlet: &Outlet, frame: Frame) -> Result<(), End> {
+    outlet.send(frame.into_bytes()).map_err(|err| write_failed(&err))
 }
 
-async fn write_whole(io: &mut Upgraded, bytes: &[u8], mid_frame: &AtomicBool) -> io::Result<()> {
-    mid_frame.store(true, Ordering::Relaxed);
-    io.write_all(bytes).await?;
-    mid_frame.store(false, Ordering::Relaxed);
-    Ok(())
+/// How a socket whose outlet refused a frame ends: gone, or closed for not keeping up.
+fn write_failed(err: &io::Error) -> End {
+    if err.kind() == io::ErrorKind::BrokenPipe { End::Gone } else { End::Close(SLOW_CONSUMER) }
 }
 
-/// Ends a socket: nothing if a write was cut mid-frame (the stream is broken), else our close
-/// frame and, unless the peer is unresponsive anyway (ping timeout, slow consumer), a brief wait
-/// for its answer so the close is clean.
-pub(super) async fn finish(socket: &mut Socket, end: End, mid_frame: &AtomicBool) {
-    if mid_frame.load(Ordering::Relaxed) {
-        tracing::debug!("a write was cut mid-frame: dropping without a close frame");
+/// Ends a socket: nothing if the stream is cut (a frame half written, or the peer gone), else
+/// our close frame behind what waits (unless the peer is unresponsive anyway: ping timeout,
+/// slow consumer) and a brief wait for the peer's answer so the close is clean.
+pub(super) async fn finish(socket: &mut Socket, end: End) {
+    let outlet = socket.get_ref().outlet().clone();
+    if outlet.is_cut() {
+        tracing::debug!("the stream is cut: dropping without a close frame");
         return;
     }
     let End::Close(reason) = end else {
@@ -237,8 +220,14 @@ pub(super) async fn finish(socket: &mut Socket, end: End, mid_frame: &AtomicBool
     tracing::debug!(code = reason.code, reason = reason.reason, "closing");
     let frame = CloseFrame { code: reason.code.into(), reason: reason.reason.into() };
     let peer_is_responsive = !matches!(reason.code, CLOSE_PING_TIMEOUT | CLOSE_SLOW_CONSUMER);
+    if !peer_is_responsive {
+        outlet.discard();
+    }
     let _ = timeout(CLOSE_TIMEOUT, async {
-        if socket.send(Message::Close(Some(frame))).await.is_ok() && peer_is_responsive {
+        if socket.send(Message::Close(Some(frame))).await.is_ok()
+            && socket.get_mut().drain().await.is_ok()
+            && peer_is_responsive
+        {
             while let Some(Ok(_)) = socket.next().await {}
         }
     })

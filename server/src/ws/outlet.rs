@@ -1,0 +1,435 @@
+//! The write side of a server socket. On plain TCP, frames are written straight to the socket by
+//! whoever has them: the fan-out writes each recipient's frames once every recipient has taken
+//! them (so frames published together leave in one write), without waking the socket's task.
+//! Only when a socket pushes back (or is TLS, or is not yet open) do frames wait in its bounded
+//! backlog for its task, woken once, to write. Every write of a socket happens under its lock, so
+//! whole frames never interleave.
+
+use std::{
+    collections::VecDeque,
+    io::{self, IoSlice},
+    pin::Pin,
+    sync::{Arc, atomic::AtomicU64},
+    task::{Context, Poll},
+};
+
+use bytes::{Buf, Bytes};
+use parking_lot::Mutex;
+use poem::Upgraded;
+use tokio::{
+    io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf},
+    net::TcpStream,
+    sync::{Notify, mpsc, oneshot},
+};
+
+use super::Frame;
+use crate::hub::{CloseReason, CloseSignal};
+
+/// Most frames in one write.
+const BATCH: usize = 64;
+
+/// Why a socket whose writes failed ends; never sent (the socket is gone).
+const LOST: CloseReason = CloseReason { code: 1006, reason: "connection lost" };
+
+/// One socket's writes: its direct socket (plain TCP), its backlog, and how it is closed.
+pub struct Outlet {
+    direct: Option<Arc<TcpStream>>,
+    backlog: Mutex<Backlog>,
+    /// The socket's task has frames to write (see [`Outlet::wanted`]).
+    wake: Notify,
+    bound: usize,
+    /// Counts the sockets closed for not keeping up.
+    slow_closes: Arc<AtomicU64>,
+    pub close: CloseSignal,
+}
+
+#[derive(Default)]
+struct Backlog {
+    /// Whole frames not yet written; the front one may be partly written.
+    frames: VecDeque<Bytes>,
+    /// The front frame is partly written: the stream is cut if the socket ends now.
+    mid_frame: bool,
+    /// In a [`PendingWrites`] that will write the backlog out.
+    pending: bool,
+    /// The socket's task writes the backlog: the socket pushed back, has no direct socket, or
+    /// is not open yet.
+    task_writes: bool,
+    /// Deliveries are refused: the socket is ending.
+    sealed: bool,
+    /// A write failed: the peer is gone.
+    broken: bool,
+}
+
+/// How far one attempt to write a backlog got.
+enum Progress {
+    Empty,
+    Blocked,
+    Failed(io::Error),
+}
+
+impl Backlog {
+    /// Drops `written` bytes from the front.
+    fn consume(&mut self, mut written: usize) {
+        while let Some(front) = self.frames.front_mut() {
+            if written < front.len() {
+                front.advance(written);
+                self.mid_frame = written > 0 || self.mid_frame;
+                return;
+            }
+            written -= front.len();
+            self.frames.pop_front();
+            self.mid_frame = false;
+        }
+    }
+
+    /// Writes frames to `tcp` until none is left or the socket has no room.
+    fn write_to(&mut self, tcp: &TcpStream) -> Progress {
+        loop {
+            let result = match self.frames.len() {
+                0 => return Progress::Empty,
+                1 => tcp.try_write(&self.frames[0]),
+                count => {
+                    let mut slices = [IoSlice::new(&[]); BATCH];
+                    for (slice, frame) in slices.iter_mut().zip(&self.frames) {
+                        *slice = IoSlice::new(frame);
+                    }
+                    tcp.try_write_vectored(&slices[..count.min(BATCH)])
+                }
+            };
+            match result {
+                Ok(written) => {
+                    self.consume(written);
+                    if self.mid_frame {
+                        // The kernel took less than offered: its buffer is full.
+                        return Progress::Blocked;
+                    }
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Progress::Blocked,
+                Err(err) => return Progress::Failed(err),
+            }
+        }
+    }
+}
+
+impl Outlet {
+    /// An outlet writing to `direct` when given (plain TCP), else only from its socket's task.
+    /// At most `bound` frames wait; a socket that needs more is closed as a slow consumer,
+    /// counted in `slow_closes`. Nothing is written before [`open`](Self::open).
+    pub fn new(
+        direct: Option<Arc<TcpStream>>,
+        bound: usize,
+        slow_closes: Arc<AtomicU64>,
+    ) -> Arc<Outlet> {
+        let backlog = Backlog { task_writes: true, ..Backlog::default() };
+        Arc::new(Outlet {
+            direct,
+            backlog: Mutex::new(backlog),
+            wake: Notify::new(),
+            bound: bound.max(1),
+            slow_closes,
+            close: CloseSignal::default(),
+        })
+    }
+
+    /// Lets frames out, `first` ahead of any delivery offered before.
+    pub fn open(&self, first: Option<Frame>) {
+        let mut backlog = self.backlog.lock();
+        if let Some(first) = first {
+            backlog.frames.push_front(first.into_bytes());
+        }
+        if backlog.frames.is_empty() {
+            backlog.task_writes = self.direct.is_none();
+        } else {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Offers a delivery. It is written when `pending` is written out, or by the socket's task.
+    /// False when the socket is ending, or its backlog is full (it is then closed as a slow
+    /// consumer).
+    pub fn offer(self: &Arc<Self>, frame: &Frame, pending: &mut PendingWrites) -> bool {
+        let mut backlog = self.backlog.lock();
+        if backlog.sealed {
+            return false;
+        }
+        if backlog.frames.len() >= self.bound {
+            drop(backlog);
+            self.close_slow_consumer("send queue full");
+            return false;
+        }
+        backlog.frames.push_back(frame.bytes().clone());
+        if backlog.task_writes {
+            if backlog.frames.len() == 1 {
+                self.wake.notify_one();
+            }
+        } else if !backlog.pending {
+            backlog.pending = true;
+            pending.0.push(self.clone());
+        }
+        true
+    }
+
+    /// Writes frames of the socket's own (acks, pings, close) behind what waits: at once when the
+    /// socket has room and nobody else is about to write. Fails when the socket is gone or its
+    /// backlog is full (then closed as a slow consumer).
+    pub fn send(&self, frame: Bytes) -> io::Result<()> {
+        let mut backlog = self.backlog.lock();
+        if backlog.broken {
+            return Err(io::ErrorKind::BrokenPipe.into());
+        }
+        if backlog.frames.len() >= self.bound {
+            drop(backlog);
+            self.close_slow_consumer("send queue full");
+            return Err(io::Error::other("send queue full"));
+        }
+        backlog.frames.push_back(frame);
+        if backlog.task_writes {
+            if backlog.frames.len() == 1 {
+                self.wake.notify_one();
+            }
+        } else if !backlog.pending
+            && let Some(tcp) = &self.direct
+        {
+            let progress = backlog.write_to(tcp);
+            self.settle(&mut backlog, progress);
+        }
+        Ok(())
+    }
+
+    /// Writes the backlog out for a [`PendingWrites`] that gathered this outlet.
+    fn write_pending(&self) {
+        let mut backlog = self.backlog.lock();
+        backlog.pending = false;
+        if backlog.task_writes {
+            return;
+        }
+        if let Some(tcp) = &self.direct {
+            let progress = backlog.write_to(tcp);
+            self.settle(&mut backlog, progress);
+        }
+    }
+
+    /// After a write outside the socket's task: a socket that pushed back is the task's to
+    /// write; one that failed is gone.
+    fn settle(&self, backlog: &mut Backlog, progress: Progress) {
+        match progress {
+            Progress::Empty => {}
+            Progress::Blocked => {
+                backlog.task_writes = true;
+                self.wake.notify_one();
+            }
+            Progress::Failed(err) => {
+                tracing::debug!(%err, "write failed");
+                backlog.broken = true;
+                backlog.sealed = true;
+                backlog.frames.clear();
+                self.close.close(LOST);
+            }
+        }
+    }
+
+    /// Closes the socket with 4008 because it does not keep up (`why`).
+    pub fn close_slow_consumer(&self, why: &'static str) {
+        self.close.close_slow_consumer(&self.slow_closes, why);
+    }
+
+    /// Resolves when the socket's task has frames to write: call [`OutletIo::drain`].
+    pub async fn wanted(&self) {
+        self.wake.notified().await;
+    }
+
+    /// Writes the backlog until it is empty, waiting for room as long as it takes (the caller
+    /// bounds it); then, with a direct socket, others write again.
+    async fn drain(&self, io: &mut Upgraded) -> io::Result<()> {
+        match &self.direct {
+            Some(tcp) => loop {
+                {
+                    let mut backlog = self.backlog.lock();
+                    backlog.task_writes = true;
+                    match backlog.write_to(tcp) {
+                        Progress::Empty => {
+                            backlog.task_writes = false;
+                            return Ok(());
+                        }
+                        Progress::Blocked => {}
+                        Progress::Failed(err) => {
+                            backlog.broken = true;
+                            return Err(err);
+                        }
+                    }
+                }
+                tcp.writable().await?;
+            },
+            None => loop {
+                let batch: Vec<Bytes> = {
+                    let mut backlog = self.backlog.lock();
+                    if backlog.frames.is_empty() {
+                        return Ok(());
+                    }
+                    // Taken out before written: if the write is cut, so is the stream.
+                    backlog.mid_frame = true;
+                    let count = backlog.frames.len().min(BATCH);
+                    backlog.frames.drain(..count).collect()
+                };
+                if let [frame] = batch.as_slice() {
+                    io.write_all(frame).await?;
+                } else {
+                    io.write_all(&batch.concat()).await?;
+                }
+                io.flush().await?;
+                self.backlog.lock().mid_frame = false;
+            },
+        }
+    }
+
+    /// Refuses deliveries from now on (the socket is ending).
+    pub fn seal(&self) {
+        self.backlog.lock().sealed = true;
+    }
+
+    /// Drops the frames that wait, but for one partly written.
+    pub fn discard(&self) {
+        let mut backlog = self.backlog.lock();
+        let keep = usize::from(backlog.mid_frame);
+        backlog.frames.truncate(keep);
+    }
+
+    /// Takes the payloads waiting in the backlog (hub tests, with no socket).
+    #[cfg(test)]
+    pub fn take_waiting(&self) -> Vec<Vec<u8>> {
+        let frames = std::mem::take(&mut self.backlog.lock().frames);
+        frames.into_iter().map(|bytes| Frame::from_wire(bytes).payload().to_vec()).collect()
+    }
+
+    /// Whether the stream is cut: a frame was partly written and cannot be finished, or the
+    /// peer is gone. Nothing more may be written then.
+    pub fn is_cut(&self) -> bool {
+        let backlog = self.backlog.lock();
+        // With a direct socket a partly written frame stays in the backlog to be finished.
+        backlog.broken || (backlog.mid_frame && self.direct.is_none())
+    }
+}
+
+/// Outlets that took a delivery and are written once every recipient has it: the frames a
+/// socket received meanwhile leave in one write. Dropping it writes them here and now; handing
+/// it to a [`Writer`] writes them there.
+#[derive(Default)]
+pub struct PendingWrites(Vec<Arc<Outlet>>);
+
+impl PendingWrites {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Drop for PendingWrites {
+    fn drop(&mut self) {
+        for outlet in self.0.drain(..) {
+            outlet.write_pending();
+        }
+    }
+}
+
+/// Most deliveries waiting for the [`Writer`]; past that, they are written where they were made.
+const WRITER_QUEUE: usize = 32;
+
+/// The task that writes delivered frames out. While it writes one delivery's sockets, the
+/// deliveries made meanwhile add their frames to the sockets it has not reached yet, so under
+/// load each socket gets several frames per write (as uWebSockets drains its sockets once per
+/// event-loop turn), and at a low rate each frame still leaves at once.
+pub struct Writer {
+    jobs: mpsc::Sender<WriteJob>,
+}
+
+struct WriteJob {
+    pending: PendingWrites,
+    done: Option<oneshot::Sender<()>>,
+}
+
+impl Writer {
+    /// Starts the writing task; it ends once the writer is dropped.
+    pub fn start() -> Writer {
+        let (jobs, mut queue) = mpsc::channel::<WriteJob>(WRITER_QUEUE);
+        tokio::spawn(async move {
+            let mut taken = Vec::new();
+            while queue.recv_many(&mut taken, 64).await > 0 {
+                for job in taken.drain(..) {
+                    drop(job.pending);
+                    if let Some(done) = job.done {
+                        let _ = done.send(());
+                    }
+                }
+            }
+        });
+        Writer { jobs }
+    }
+
+    /// Has `pending` written; waits while the writer is [`WRITER_QUEUE`] deliveries behind (a
+    /// publisher cannot outrun the sockets).
+    pub async fn write(&self, pending: PendingWrites) {
+        if !pending.is_empty() {
+            // Refused only once the writing task is gone: dropping the job writes it here.
+            let _ = self.jobs.send(WriteJob { pending, done: None }).await;
+        }
+    }
+
+    /// Has `pending` written without waiting for it.
+    pub fn write_later(&self, pending: PendingWrites) {
+        if !pending.is_empty() {
+            let _ = self.jobs.try_send(WriteJob { pending, done: None });
+        }
+    }
+}
+
+/// The IO tungstenite runs on: it reads the upgraded socket, and its writes (pongs, close
+/// replies) go through the outlet like every other frame.
+pub struct OutletIo {
+    io: Upgraded,
+    outlet: Arc<Outlet>,
+}
+
+impl OutletIo {
+    pub fn new(io: Upgraded, outlet: Arc<Outlet>) -> Self {
+        OutletIo { io, outlet }
+    }
+
+    pub fn outlet(&self) -> &Arc<Outlet> {
+        &self.outlet
+    }
+
+    /// Writes what waits in the backlog (see [`Outlet::drain`]).
+    pub async fn drain(&mut self) -> io::Result<()> {
+        self.outlet.drain(&mut self.io).await
+    }
+}
+
+impl AsyncRead for OutletIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for OutletIo {
+    /// tungstenite writes whole frames: its buffer holds only whole ones, and this accepts it
+    /// whole.
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let sent = self.outlet.send(Bytes::copy_from_slice(buf));
+        Poll::Ready(sent.map(|()| buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
