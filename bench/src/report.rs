@@ -236,12 +236,22 @@ const LIMITS: &str = "## What limits these figures
 - Client and server share two cores: the agents' work (parsing every frame, timing it) competes
   with the servers, so latency and saturated throughput partly measure the clients. CPU per
   delivery counts only the server processes and is the fairest comparison here.
-- On loopback the kernel runs the receiver's TCP path inside the sender's `send` call, so a
-  large part of every server's CPU per delivery is the kernel (perf: ~89% of uWebSockets.js's
-  CPU and ~53% of Switchboard's is under `sendto`).
-- Switchboard wakes one task per recipient (tokio), which then writes its frame; the peers write
-  from the fan-out loop directly. That per-task wake-up and poll is Switchboard's remaining
-  overhead over uWebSockets.js (see the issue notes for the profile).
+- On loopback the kernel runs the receiver's TCP path inside the sender's `send` call, so most
+  of every server's CPU per delivery is the kernel (perf at 25 publishes/s: ~89% of
+  uWebSockets.js's CPU and ~83% of Switchboard's is under `send`/`sendmsg`). Switchboard writes
+  each recipient's frames straight to its socket from one writer task, as the peers write from
+  their fan-out loop; what remains on top of the kernel is the per-socket hand-over (a lock, a
+  queue push, one reference count) and tokio's readiness check per write.
+- Saturated, every server writes a socket's waiting frames in one write; Switchboard's
+  publishers may run up to 32 deliveries ahead of its writer, which buys throughput (more frames
+  per write) with latency.
+- Switchboard's memory per idle connection is a tokio task (~2.5 KB future: the socket,
+  tungstenite's state and its ping timer), tungstenite's 1 KiB read buffer, the outlet, hub
+  entries and the registration below; uWebSockets.js keeps ~1 KiB of C state per socket and no
+  task.
+- Three nodes on Redis in the shootout run with Redis and the agents on the same two cores; every
+  delivery is one write per socket unless a socket's frames pile up, so past ~20,000 clients the
+  cores, not a queue, set the time until every client has a message.
 - Memory per connection for Switchboard includes the client's registration (its record in the
   store, ~0.7 KiB) besides the socket: the peers have no registration.
 - Runs vary by 10-30% on this shared VM; compare targets within one run, not across runs.
