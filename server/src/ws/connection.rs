@@ -72,10 +72,9 @@ impl Connection {
         let outlet = &self.conn.outlet;
         let mut ping = ping_timer(self.settings.ping_interval);
         let mut awaiting_pong = false;
-        // Made once, on a token of this connection's own: polling a cancellation future locks
-        // its token, and the shutdown token is shared by every connection.
-        let shutdown_token = self.settings.shutdown.child_token();
-        let shutdown = shutdown_token.cancelled();
+        // Made once: polling a cancellation future locks the token every connection shares,
+        // which this task (not woken per delivery) does rarely.
+        let shutdown = self.settings.shutdown.cancelled();
         let closing = outlet.close.closing();
         tokio::pin!(shutdown, closing);
         loop {
