@@ -173,18 +173,26 @@ impl Outlet {
     /// socket has room and nobody else is about to write. Fails when the socket is gone or its
     /// backlog is full (then closed as a slow consumer).
     pub fn send(&self, frame: Bytes) -> io::Result<()> {
+        self.send_all(std::iter::once(frame))
+    }
+
+    /// Like [`send`](Self::send) for several frames, written together.
+    pub fn send_all(&self, frames: impl IntoIterator<Item = Bytes>) -> io::Result<()> {
         let mut backlog = self.backlog.lock();
         if backlog.broken {
             return Err(io::ErrorKind::BrokenPipe.into());
         }
-        if backlog.frames.len() >= self.bound {
-            drop(backlog);
-            self.close_slow_consumer("send queue full");
-            return Err(io::Error::other("send queue full"));
+        let was_empty = backlog.frames.is_empty();
+        for frame in frames {
+            if backlog.frames.len() >= self.bound {
+                drop(backlog);
+                self.close_slow_consumer("send queue full");
+                return Err(io::Error::other("send queue full"));
+            }
+            backlog.frames.push_back(frame);
         }
-        backlog.frames.push_back(frame);
         if backlog.task_writes {
-            if backlog.frames.len() == 1 {
+            if was_empty && !backlog.frames.is_empty() {
                 self.wake.notify_one();
             }
         } else if !backlog.pending

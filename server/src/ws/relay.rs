@@ -17,7 +17,7 @@ use super::{
     Frame, WsSettings,
     socket::{
         End, GOING_AWAY, PING_TIMEOUT, Socket, Upgrade, drain, ended_by, finish, ping_timer,
-        send_frame, send_message,
+        send_frames, send_message,
     },
 };
 use crate::{
@@ -308,7 +308,7 @@ impl Peer {
     /// Writes frames through the outlet: at once when the socket has room, else they wait
     /// (bounded) for this task's next drain.
     fn write_frames(&self, frames: Vec<Frame>) -> Result<(), End> {
-        frames.into_iter().try_for_each(|frame| send_frame(&self.me.outlet, frame))
+        send_frames(&self.me.outlet, frames)
     }
 
     /// Writes `/error:<code>:<text>:` followed by the refused message (binary as lossy UTF-8).

@@ -194,9 +194,10 @@ pub(super) async fn send_message(socket: &mut Socket, message: Message) -> Resul
     })
 }
 
-/// Sends one of our own frames through the outlet.
-pub(super) fn send_frame(outlet: &Outlet, frame: Frame) -> Result<(), End> {
-    outlet.send(frame.into_bytes()).map_err(|err| write_failed(&err))
+/// Sends frames of our own through the outlet, in one write when the socket has room.
+pub(super) fn send_frames(outlet: &Outlet, frames: Vec<Frame>) -> Result<(), End> {
+    let frames = frames.into_iter().map(Frame::into_bytes);
+    outlet.send_all(frames).map_err(|err| write_failed(&err))
 }
 
 /// How a socket whose outlet refused a frame ends: gone, or closed for not keeping up.
