@@ -86,12 +86,7 @@ impl Frame {
         Frame(Bytes::from(bytes).slice(start..))
     }
 
-    /// The frame as it goes on the wire.
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.0
-    }
-
-    /// The frame's shared bytes (cloning them is a reference-count bump).
+    /// The frame as it goes on the wire, shared (cloning it is a reference-count bump).
     pub fn bytes(&self) -> &Bytes {
         &self.0
     }
@@ -108,15 +103,6 @@ impl Frame {
             _ => 2,
         };
         self.0.get(header..).unwrap_or_default()
-    }
-
-    /// Bytes on the wire.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
     }
 }
 
@@ -137,7 +123,7 @@ mod tests {
             WireFrame::message(payload.clone(), OpCode::Data(Data::Text), true)
                 .format(&mut theirs)
                 .unwrap();
-            assert_eq!(ours.as_bytes(), theirs.as_slice(), "length {len}");
+            assert_eq!(&ours.bytes()[..], theirs.as_slice(), "length {len}");
             assert_eq!(ours.payload(), payload.as_bytes());
             let json = Frame::json(&payload).unwrap();
             assert_eq!(json.payload(), format!("\"{payload}\"").as_bytes(), "length {len}");
@@ -147,7 +133,7 @@ mod tests {
                 .format(&mut theirs)
                 .unwrap();
             let binary = Frame::binary(payload.as_bytes());
-            assert_eq!(binary.as_bytes(), theirs.as_slice(), "binary, length {len}");
+            assert_eq!(&binary.bytes()[..], theirs.as_slice(), "binary, length {len}");
             assert!(!binary.is_text() && ours.is_text());
         }
     }

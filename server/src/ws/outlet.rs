@@ -19,7 +19,7 @@ use poem::Upgraded;
 use tokio::{
     io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf},
     net::TcpStream,
-    sync::{Notify, mpsc, oneshot},
+    sync::{Notify, mpsc},
 };
 
 use super::Frame;
@@ -144,25 +144,28 @@ impl Outlet {
         }
     }
 
-    /// Offers a delivery. It is written when `pending` is written out, or by the socket's task.
-    /// False when the socket is ending, or its backlog is full (it is then closed as a slow
-    /// consumer).
-    pub fn offer(self: &Arc<Self>, frame: &Frame, pending: &mut PendingWrites) -> bool {
-        let mut backlog = self.backlog.lock();
-        if backlog.sealed {
-            return false;
-        }
+    /// Appends a frame, waking the socket's task if it writes and had nothing to; false (the
+    /// socket is then closed as a slow consumer) when the backlog is full.
+    fn append(&self, backlog: &mut Backlog, frame: Bytes) -> bool {
         if backlog.frames.len() >= self.bound {
-            drop(backlog);
             self.close_slow_consumer("send queue full");
             return false;
         }
-        backlog.frames.push_back(frame.bytes().clone());
-        if backlog.task_writes {
-            if backlog.frames.len() == 1 {
-                self.wake.notify_one();
-            }
-        } else if !backlog.pending {
+        backlog.frames.push_back(frame);
+        if backlog.task_writes && backlog.frames.len() == 1 {
+            self.wake.notify_one();
+        }
+        true
+    }
+
+    /// Offers a delivery. It is written when `pending` is written out, or by the socket's task.
+    /// False when the socket is ending, or its backlog is full.
+    pub fn offer(self: &Arc<Self>, frame: &Frame, pending: &mut PendingWrites) -> bool {
+        let mut backlog = self.backlog.lock();
+        if backlog.sealed || !self.append(&mut backlog, frame.bytes().clone()) {
+            return false;
+        }
+        if !backlog.task_writes && !backlog.pending {
             backlog.pending = true;
             pending.0.push(self.clone());
         }
@@ -182,20 +185,13 @@ impl Outlet {
         if backlog.broken {
             return Err(io::ErrorKind::BrokenPipe.into());
         }
-        let was_empty = backlog.frames.is_empty();
         for frame in frames {
-            if backlog.frames.len() >= self.bound {
-                drop(backlog);
-                self.close_slow_consumer("send queue full");
+            if !self.append(&mut backlog, frame) {
                 return Err(io::Error::other("send queue full"));
             }
-            backlog.frames.push_back(frame);
         }
-        if backlog.task_writes {
-            if was_empty && !backlog.frames.is_empty() {
-                self.wake.notify_one();
-            }
-        } else if !backlog.pending
+        if !backlog.task_writes
+            && !backlog.pending
             && let Some(tcp) = &self.direct
         {
             let progress = backlog.write_to(tcp);
@@ -346,27 +342,18 @@ const WRITER_QUEUE: usize = 32;
 /// load each socket gets several frames per write (as uWebSockets drains its sockets once per
 /// event-loop turn), and at a low rate each frame still leaves at once.
 pub struct Writer {
-    jobs: mpsc::Sender<WriteJob>,
-}
-
-struct WriteJob {
-    pending: PendingWrites,
-    done: Option<oneshot::Sender<()>>,
+    jobs: mpsc::Sender<PendingWrites>,
 }
 
 impl Writer {
     /// Starts the writing task; it ends once the writer is dropped.
     pub fn start() -> Writer {
-        let (jobs, mut queue) = mpsc::channel::<WriteJob>(WRITER_QUEUE);
+        let (jobs, mut queue) = mpsc::channel::<PendingWrites>(WRITER_QUEUE);
         tokio::spawn(async move {
             let mut taken = Vec::new();
+            // Dropping a job writes it.
             while queue.recv_many(&mut taken, 64).await > 0 {
-                for job in taken.drain(..) {
-                    drop(job.pending);
-                    if let Some(done) = job.done {
-                        let _ = done.send(());
-                    }
-                }
+                taken.clear();
             }
         });
         Writer { jobs }
@@ -377,14 +364,14 @@ impl Writer {
     pub async fn write(&self, pending: PendingWrites) {
         if !pending.is_empty() {
             // Refused only once the writing task is gone: dropping the job writes it here.
-            let _ = self.jobs.send(WriteJob { pending, done: None }).await;
+            let _ = self.jobs.send(pending).await;
         }
     }
 
     /// Has `pending` written without waiting for it.
     pub fn write_later(&self, pending: PendingWrites) {
         if !pending.is_empty() {
-            let _ = self.jobs.try_send(WriteJob { pending, done: None });
+            let _ = self.jobs.try_send(pending);
         }
     }
 }
