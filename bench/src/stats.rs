@@ -35,6 +35,12 @@ impl Latency {
             max_ms: ms(1.0),
         }
     }
+
+    /// The p50, p90, p99 and max columns of a results table, in milliseconds.
+    pub fn table_cells(&self) -> [String; 4] {
+        [self.p50_ms, self.p90_ms, self.p99_ms, self.max_ms]
+            .map(|ms| crate::table::num(Some(ms), 2))
+    }
 }
 
 #[cfg(test)]

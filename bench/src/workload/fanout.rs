@@ -143,7 +143,7 @@ impl Workload for Fanout {
             "cores",
         ]);
         for o in outcomes {
-            table.row(vec![
+            let mut row = vec![
                 o.target.clone(),
                 o.clients.to_string(),
                 o.published.to_string(),
@@ -151,13 +151,10 @@ impl Workload for Fanout {
                 o.lost.to_string(),
                 o.duplicates.to_string(),
                 format!("{:.0}", o.deliveries_per_second),
-                num(Some(o.latency.p50_ms), 2),
-                num(Some(o.latency.p90_ms), 2),
-                num(Some(o.latency.p99_ms), 2),
-                num(Some(o.latency.max_ms), 2),
-                num(o.server_cpu_us_per_delivery, 2),
-                num(o.server_cores, 2),
-            ]);
+            ];
+            row.extend(o.latency.table_cells());
+            row.extend([num(o.server_cpu_us_per_delivery, 2), num(o.server_cores, 2)]);
+            table.row(row);
         }
         table
     }

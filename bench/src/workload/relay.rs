@@ -123,17 +123,15 @@ impl Workload for Relay {
             "CPU µs/round trip",
         ]);
         for o in outcomes {
-            table.row(vec![
+            let mut row = vec![
                 o.target.clone(),
                 o.pairs.to_string(),
                 o.round_trips.to_string(),
                 format!("{:.0}", o.round_trips_per_second),
-                num(Some(o.rtt.p50_ms), 2),
-                num(Some(o.rtt.p90_ms), 2),
-                num(Some(o.rtt.p99_ms), 2),
-                num(Some(o.rtt.max_ms), 2),
-                num(o.server_cpu_us_per_round_trip, 2),
-            ]);
+            ];
+            row.extend(o.rtt.table_cells());
+            row.push(num(o.server_cpu_us_per_round_trip, 2));
+            table.row(row);
         }
         table
     }
