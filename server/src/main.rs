@@ -6,6 +6,12 @@ use clap::Parser;
 use switchboard::{Config, config::LogFormat};
 use tracing_subscriber::EnvFilter;
 
+/// Many small, long-lived allocations per connection between short-lived large ones (the HTTP
+/// handshake's buffers): glibc's malloc fragments on that pattern (6.1 KiB RSS per idle
+/// connection against 3.3 KiB with jemalloc, see docs/performance.md).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = Config::parse();

@@ -379,3 +379,40 @@ async fn client_pings_are_answered_between_deliveries() {
         }
     }
 }
+
+#[tokio::test]
+async fn fragmented_messages_interleaved_pings_and_protocol_errors() {
+    use futures_util::StreamExt;
+    let server = TestServer::start().await;
+    let (_, mut ws) = server.client("alice").await;
+    let text = json!({"type": "ping", "ref": "in pieces ü"}).to_string();
+    // Split inside the two-byte character: only the whole message must be valid UTF-8.
+    let split = text.find('ü').unwrap() + 1;
+    let (first, rest) = text.as_bytes().split_at(split);
+    let fragment = |bytes: &[u8], data, fin| {
+        Message::Frame(Frame::message(bytes.to_vec(), OpCode::Data(data), fin))
+    };
+    ws.send(fragment(first, Data::Text, false)).await.unwrap();
+    ws.send(Message::Ping(b"between".to_vec().into())).await.unwrap();
+    ws.send(fragment(rest, Data::Continue, true)).await.unwrap();
+    let pong = tokio::time::timeout(WAIT, ws.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(pong, Message::Pong(b"between".to_vec().into()));
+    assert_eq!(
+        next_event(&mut ws).await,
+        ServerEvent::Ack { reference: Some(json!("in pieces ü")) }
+    );
+
+    // A continuation with no message begun is a protocol error.
+    ws.send(fragment(b"x", Data::Continue, true)).await.unwrap();
+    assert_eq!(close_code(&mut ws).await, Some(1002));
+}
+
+#[tokio::test]
+async fn a_close_from_the_client_is_answered_with_its_code() {
+    use tokio_tungstenite::tungstenite::protocol::{CloseFrame, frame::coding::CloseCode};
+    let server = TestServer::start().await;
+    let (_, mut ws) = server.client("alice").await;
+    let close = CloseFrame { code: CloseCode::from(4321), reason: "bye".into() };
+    ws.close(Some(close)).await.unwrap();
+    assert_eq!(close_code(&mut ws).await, Some(4321));
+}

@@ -1,18 +1,14 @@
-//! One WebSocket connection: a single task that drains the connection's queue in batches (one
-//! flush per batch), answers client frames, pings, and closes with the right code.
+//! One client's WebSocket connection: a single task that answers the client's frames, pings,
+//! writes what waits when the socket pushed back, and closes with the right code.
 
-use std::sync::Arc;
+use std::{future::Future, sync::Arc};
 
-use futures_util::StreamExt;
-use tokio_tungstenite::tungstenite::Message;
 use tracing::Instrument;
 
 use super::{
     Frame, WsSettings,
-    socket::{
-        End, GOING_AWAY, PING_TIMEOUT, Socket, Upgrade, drain, ended_by, finish, ping_timer,
-        send_message,
-    },
+    decode::Incoming,
+    socket::{End, GOING_AWAY, PING_TIMEOUT, Socket, Upgrade, drain, finish, ping_timer},
 };
 use crate::{
     hub::{CloseReason, ConnHandle, Target},
@@ -24,18 +20,21 @@ use switchboard_protocol::{CLOSE_UNREGISTERED, ClientFrame, ServerFrame};
 /// Store reads tried while subscription changes keep racing the connect.
 const SYNC_ATTEMPTS: usize = 8;
 
-pub(super) async fn run(
+/// The task of one upgraded connection.
+pub(super) fn run(
     node: Arc<Node>,
     client: Client,
     mut upgrade: Upgrade,
     settings: WsSettings,
-) {
+) -> impl Future<Output = ()> + Send {
     let (conn, generation) = node.hub.attach(client.id, upgrade.direct.take());
-    let socket = upgrade.into_socket(conn.outlet.clone()).await;
+    let socket = upgrade.into_socket(conn.outlet.clone());
     // The id is a secret: spans carry the name and a connection number only.
     let span = tracing::info_span!("ws", conn = conn.id, client = %client.name);
-    let connection = Connection { node, client, conn, settings };
-    connection.serve(socket, generation).instrument(span).await;
+    // The connection's state is one allocation the task refers to: an async fn keeps a copy of
+    // every argument it moves, and every idle connection would pay for those copies.
+    let connection = Box::new(Connection { node, client, conn, settings, socket });
+    connection.serve(generation).instrument(span)
 }
 
 struct Connection {
@@ -43,39 +42,42 @@ struct Connection {
     client: Client,
     conn: Arc<ConnHandle>,
     settings: WsSettings,
+    socket: Socket,
 }
 
 impl Connection {
-    async fn serve(self, mut socket: Socket, generation: u64) {
+    async fn serve(mut self: Box<Self>, generation: u64) {
         tracing::debug!("connected");
-        let outlet = &self.conn.outlet;
         // What runs once or rarely is boxed, so that it takes no room in the task of every idle
         // connection (a task is as large as its largest state).
         let (end, opened) = match Box::pin(self.subscriptions(generation)).await {
             Ok(topics) => {
-                let id = self.client.id.to_string();
-                let welcome = ServerFrame::Welcome { id: &id, topics }.to_json();
-                // Ahead of any delivery that arrived meanwhile.
-                outlet.open(Some(Frame::from_payload(welcome.as_bytes())));
-                (self.pump(&mut socket).await, true)
+                self.open(topics);
+                (self.pump().await, true)
             }
             Err(reason) => (End::Close(reason), false),
         };
         self.node.hub.detach(&self.conn);
         if !opened {
-            outlet.discard();
+            self.conn.outlet.discard();
         }
-        Box::pin(finish(&mut socket, end)).await;
+        Box::pin(finish(&mut self.socket, end)).await;
     }
 
-    async fn pump(&self, socket: &mut Socket) -> End {
-        let outlet = &self.conn.outlet;
+    /// Lets frames out, the welcome first: ahead of any delivery that arrived meanwhile.
+    fn open(&self, topics: Vec<String>) {
+        let id = self.client.id.to_string();
+        let welcome = ServerFrame::Welcome { id: &id, topics }.to_json();
+        self.conn.outlet.open(Some(Frame::from_payload(welcome.as_bytes())));
+    }
+
+    async fn pump(&mut self) -> End {
         let mut ping = ping_timer(self.settings.ping_interval);
         let mut awaiting_pong = false;
         // Made once: polling a cancellation future locks the token every connection shares,
         // which this task (not woken per delivery) does rarely.
         let shutdown = self.settings.shutdown.cancelled();
-        let closing = outlet.close.closing();
+        let closing = self.conn.outlet.close.closing();
         tokio::pin!(shutdown, closing);
         loop {
             let written = tokio::select! {
@@ -84,29 +86,31 @@ impl Connection {
                 reason = &mut closing => return End::Close(reason),
                 // Deliveries are written by the fan-out; this task writes only when the socket
                 // pushed back (or is TLS).
-                () = outlet.wanted() => drain(socket, &self.settings.shutdown).await,
-                incoming = socket.next() => {
+                () = self.conn.outlet.wanted() => {
+                    Box::pin(drain(&mut self.socket, &self.settings.shutdown)).await
+                }
+                incoming = self.socket.next() => {
                     awaiting_pong = false;
                     let reply = match incoming {
                         None => return End::Gone,
-                        Some(Ok(Message::Text(text))) => Box::pin(self.answer(text.as_str())).await,
-                        Some(Ok(Message::Binary(_))) => error_frame(
+                        Some(Ok(Incoming::Text(text))) => Box::pin(self.answer(&text)).await,
+                        Some(Ok(Incoming::Binary(_))) => error_frame(
                             None,
                             "binary_frame",
                             "binary frames are not part of the protocol; send JSON text",
                         ),
-                        // Pings are answered and close frames acknowledged by tungstenite.
+                        // Pings are answered by the socket; any frame shows the peer is there.
                         Some(Ok(_)) => continue,
-                        Some(Err(err)) => return ended_by(err),
+                        Some(Err(end)) => return end,
                     };
-                    send_message(socket, Message::text(reply)).await
+                    self.socket.send(Frame::from_payload(reply.as_bytes()))
                 }
                 _ = ping.tick() => {
                     if awaiting_pong {
                         return End::Close(PING_TIMEOUT);
                     }
                     awaiting_pong = true;
-                    send_message(socket, Message::Ping(Default::default())).await
+                    self.socket.send(Frame::ping())
                 }
             };
             if let Err(end) = written {

@@ -9,6 +9,10 @@ use serde::Serialize;
 const FIN_TEXT: u8 = 0x80 | 0x1;
 /// FIN bit and the binary opcode (relay peers may send binary frames).
 const FIN_BINARY: u8 = 0x80 | 0x2;
+/// FIN bit and the control opcodes.
+const FIN_CLOSE: u8 = 0x80 | 0x8;
+const FIN_PING: u8 = 0x80 | 0x9;
+const FIN_PONG: u8 = 0x80 | 0xA;
 /// The longest header of an unmasked frame: opcode byte, length marker, 64-bit length.
 const MAX_HEADER: usize = 10;
 
@@ -31,6 +35,28 @@ impl Frame {
     /// Frames a binary payload (a relayed binary frame).
     pub fn binary(payload: &[u8]) -> Frame {
         Frame::copied(payload, FIN_BINARY)
+    }
+
+    /// A ping with no payload.
+    pub fn ping() -> Frame {
+        Frame::copied(&[], FIN_PING)
+    }
+
+    /// The pong answering a ping with `payload` (at most 125 bytes, as the ping's).
+    pub fn pong(payload: &[u8]) -> Frame {
+        Frame::copied(payload, FIN_PONG)
+    }
+
+    /// A close frame with a status code and a short reason (RFC 6455 5.5.1).
+    pub fn close(code: u16, reason: &str) -> Frame {
+        let mut payload = code.to_be_bytes().to_vec();
+        payload.extend_from_slice(reason.as_bytes());
+        Frame::copied(&payload, FIN_CLOSE)
+    }
+
+    /// A close frame without a status code (the answer to a close that had none).
+    pub fn close_empty() -> Frame {
+        Frame::copied(&[], FIN_CLOSE)
     }
 
     fn copied(payload: &[u8], first_byte: u8) -> Frame {
@@ -109,9 +135,12 @@ impl Frame {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio_tungstenite::tungstenite::protocol::frame::{
-        Frame as WireFrame,
-        coding::{Data, OpCode},
+    use tokio_tungstenite::tungstenite::protocol::{
+        CloseFrame,
+        frame::{
+            Frame as WireFrame,
+            coding::{CloseCode, Data, OpCode},
+        },
     };
 
     #[test]
@@ -136,5 +165,22 @@ mod tests {
             assert_eq!(&binary.bytes()[..], theirs.as_slice(), "binary, length {len}");
             assert!(!binary.is_text() && ours.is_text());
         }
+    }
+
+    #[test]
+    fn control_frames_are_encoded_as_tungstenite_does() {
+        let format = |frame: WireFrame| {
+            let mut bytes = Vec::new();
+            frame.format(&mut bytes).unwrap();
+            bytes
+        };
+        assert_eq!(&Frame::ping().bytes()[..], format(WireFrame::ping(Vec::new())));
+        assert_eq!(&Frame::pong(b"abc").bytes()[..], format(WireFrame::pong(b"abc".to_vec())));
+        let close = CloseFrame { code: CloseCode::from(4008), reason: "slow consumer".into() };
+        assert_eq!(
+            &Frame::close(4008, "slow consumer").bytes()[..],
+            format(WireFrame::close(Some(close)))
+        );
+        assert_eq!(&Frame::close_empty().bytes()[..], format(WireFrame::close(None)));
     }
 }

@@ -1,10 +1,12 @@
 //! The WebSocket transport of client connections (`GET /ws/{id}`) and relay peers
 //! (`GET /relay/{id}`, [`relay`]). Each checks its request before upgrading and answers the
-//! handshake itself, so the connection runs on the raw upgraded socket: tokio-tungstenite reads
-//! it, while every write, deliveries as [`Frame`]s encoded once for every recipient, goes
-//! through the socket's [`Outlet`] (straight to the TCP socket when it has room).
+//! handshake itself, so the connection runs on the raw upgraded socket: it reads and decodes the
+//! peer's frames itself (no read buffer while idle), and every write, deliveries as [`Frame`]s
+//! encoded once for every recipient, goes through the socket's [`Outlet`] (straight to the TCP
+//! socket when it has room).
 
 mod connection;
+mod decode;
 mod frame;
 mod outlet;
 mod relay;
@@ -20,7 +22,6 @@ use poem::{
     Request, Response, handler,
     web::{Data, Path},
 };
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use uuid::Uuid;
 
@@ -37,18 +38,6 @@ pub struct WsSettings {
     pub tasks: TaskTracker,
     /// The raw sockets of plain-TCP connections (none with TLS), for direct writes.
     pub direct_sockets: Option<Arc<DirectSockets>>,
-}
-
-impl WsSettings {
-    fn socket_config(&self) -> WebSocketConfig {
-        // Small buffers: idle connections must stay cheap. Limits apply to the whole message and
-        // to each frame, so an oversize message is refused before it is buffered.
-        WebSocketConfig::default()
-            .read_buffer_size(1024)
-            .write_buffer_size(8 * 1024)
-            .max_message_size(Some(self.max_message_bytes))
-            .max_frame_size(Some(self.max_message_bytes))
-    }
 }
 
 /// `GET /ws/:id`: upgrades only for a registered id (403 otherwise, before the upgrade).

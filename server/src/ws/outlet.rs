@@ -8,16 +8,14 @@
 use std::{
     collections::VecDeque,
     io::{self, IoSlice},
-    pin::Pin,
     sync::{Arc, atomic::AtomicU64},
-    task::{Context, Poll},
 };
 
 use bytes::{Buf, Bytes};
 use parking_lot::Mutex;
 use poem::Upgraded;
 use tokio::{
-    io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf},
+    io::AsyncWriteExt,
     net::TcpStream,
     sync::{Notify, mpsc},
 };
@@ -237,16 +235,22 @@ impl Outlet {
         self.close.close_slow_consumer(&self.slow_closes, why);
     }
 
-    /// Resolves when the socket's task has frames to write: call [`OutletIo::drain`].
+    /// Resolves when the socket's task has frames to write: call [`Outlet::drain`].
     pub async fn wanted(&self) {
         self.wake.notified().await;
     }
 
+    /// The raw socket, on plain TCP.
+    pub fn direct(&self) -> Option<&Arc<TcpStream>> {
+        self.direct.as_ref()
+    }
+
     /// Writes the backlog until it is empty, waiting for room as long as it takes (the caller
-    /// bounds it); then, with a direct socket, others write again.
-    async fn drain(&self, io: &mut Upgraded) -> io::Result<()> {
-        match &self.direct {
-            Some(tcp) => loop {
+    /// bounds it); then, with a direct socket, others write again. Without a direct socket it
+    /// writes to `stream`, the upgraded one.
+    pub async fn drain(&self, stream: Option<&mut Upgraded>) -> io::Result<()> {
+        match (&self.direct, stream) {
+            (Some(tcp), _) => loop {
                 {
                     let mut backlog = self.backlog.lock();
                     backlog.task_writes = true;
@@ -264,7 +268,8 @@ impl Outlet {
                 }
                 tcp.writable().await?;
             },
-            None => loop {
+            (None, None) => Ok(()),
+            (None, Some(io)) => loop {
                 let batch: Vec<Bytes> = {
                     let mut backlog = self.backlog.lock();
                     if backlog.frames.is_empty() {
@@ -373,58 +378,5 @@ impl Writer {
         if !pending.is_empty() {
             let _ = self.jobs.try_send(pending);
         }
-    }
-}
-
-/// The IO tungstenite runs on: it reads the upgraded socket, and its writes (pongs, close
-/// replies) go through the outlet like every other frame.
-pub struct OutletIo {
-    io: Upgraded,
-    outlet: Arc<Outlet>,
-}
-
-impl OutletIo {
-    pub fn new(io: Upgraded, outlet: Arc<Outlet>) -> Self {
-        OutletIo { io, outlet }
-    }
-
-    pub fn outlet(&self) -> &Arc<Outlet> {
-        &self.outlet
-    }
-
-    /// Writes what waits in the backlog (see [`Outlet::drain`]).
-    pub async fn drain(&mut self) -> io::Result<()> {
-        self.outlet.drain(&mut self.io).await
-    }
-}
-
-impl AsyncRead for OutletIo {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for OutletIo {
-    /// tungstenite writes whole frames: its buffer holds only whole ones, and this accepts it
-    /// whole.
-    fn poll_write(
-        self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let sent = self.outlet.send(Bytes::copy_from_slice(buf));
-        Poll::Ready(sent.map(|()| buf.len()))
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
     }
 }

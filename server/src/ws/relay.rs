@@ -4,20 +4,18 @@
 
 use std::sync::Arc;
 
-use futures_util::StreamExt;
 use poem::{
     Request, Response, handler,
     web::{Data, Path, Query},
 };
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::Message;
 use tracing::Instrument;
 
 use super::{
     Frame, WsSettings,
+    decode::Incoming,
     socket::{
-        End, GOING_AWAY, PING_TIMEOUT, Socket, Upgrade, drain, ended_by, finish, ping_timer,
-        send_frames, send_message,
+        End, GOING_AWAY, PING_TIMEOUT, Socket, Upgrade, drain, finish, ping_timer, send_frames,
     },
 };
 use crate::{
@@ -75,7 +73,7 @@ const BATCH: usize = 64;
 
 async fn run(relay: Arc<Relay>, id: String, mut upgraded: Upgrade, settings: WsSettings) {
     let (me, queue) = relay.attach(upgraded.direct.take());
-    let socket = upgraded.into_socket(me.outlet.clone()).await;
+    let socket = upgraded.into_socket(me.outlet.clone());
     me.outlet.open(None);
     // The id is the peers' shared secret: spans carry the peer number only.
     let span = tracing::info_span!("relay", peer = me.addr.peer);
@@ -131,7 +129,9 @@ impl Peer {
                 () = self.settings.shutdown.cancelled() => return End::Close(GOING_AWAY),
                 reason = self.me.outlet.close.closing() => return End::Close(reason),
                 // The socket pushed back: write what waits before taking more.
-                () = self.me.outlet.wanted() => drain(socket, &self.settings.shutdown).await,
+                () = self.me.outlet.wanted() => {
+                    Box::pin(drain(socket, &self.settings.shutdown)).await
+                }
                 item = queue.recv() => match item {
                     Some(item) => self.handle(item, queue).await,
                     None => return End::Gone,
@@ -140,15 +140,15 @@ impl Peer {
                     awaiting_pong = false;
                     match incoming {
                         None => return End::Gone,
-                        Some(Ok(Message::Text(text))) => {
+                        Some(Ok(Incoming::Text(text))) => {
                             self.forward(Frame::from_payload(text.as_bytes())).await
                         }
-                        Some(Ok(Message::Binary(data))) => {
+                        Some(Ok(Incoming::Binary(data))) => {
                             self.forward(Frame::binary(&data)).await
                         }
-                        // Pings are answered and close frames acknowledged by tungstenite.
+                        // Pings are answered by the socket.
                         Some(Ok(_)) => Ok(()),
-                        Some(Err(err)) => return ended_by(err),
+                        Some(Err(end)) => return end,
                     }
                 }
                 _ = ping.tick() => {
@@ -156,7 +156,7 @@ impl Peer {
                         return End::Close(PING_TIMEOUT);
                     }
                     awaiting_pong = true;
-                    send_message(socket, Message::Ping(Default::default())).await
+                    socket.send(Frame::ping())
                 }
             };
             if let Err(end) = result {

@@ -1,37 +1,34 @@
 //! What every server socket shares, client connections and relay peers alike: the handshake,
-//! guarded and batched writes of shared frames, pings, and closing with the right code.
+//! reading and decoding client frames without a buffer of its own, guarded writes through the
+//! outlet, pings, and closing with the right code.
 
 use std::{
+    collections::VecDeque,
     future::{Future, poll_fn},
     io,
-    pin::pin,
+    pin::{Pin, pin},
     sync::Arc,
-    task::Poll,
+    task::{Context, Poll, Waker, ready},
     time::Duration,
 };
 
-use futures_util::{SinkExt, StreamExt};
 use poem::{
     Request, Response, Upgraded,
     http::{HeaderMap, StatusCode, header},
 };
+use sync_wrapper::SyncWrapper;
 use tokio::{
+    io::{AsyncRead, ReadBuf},
     net::TcpStream,
     time::{Instant, Interval, MissedTickBehavior, interval_at, sleep, timeout},
 };
-use tokio_tungstenite::{
-    WebSocketStream,
-    tungstenite::{
-        Error as WsError, Message,
-        handshake::derive_accept_key,
-        protocol::{CloseFrame, Role, WebSocketConfig},
-    },
-};
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_util::sync::CancellationToken;
 
 use super::{
     Frame, WsSettings,
-    outlet::{Outlet, OutletIo},
+    decode::{DecodeError, Decoder, Incoming},
+    outlet::Outlet,
 };
 use crate::{
     error::AppError,
@@ -39,20 +36,20 @@ use crate::{
 };
 use switchboard_protocol::{CLOSE_PING_TIMEOUT, CLOSE_SLOW_CONSUMER};
 
-/// A server socket: tungstenite reads it; every write goes through its [`Outlet`].
-pub(super) type Socket = WebSocketStream<OutletIo>;
-
 /// A write that cannot progress for this long means the peer stopped reading.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long closing (our close frame out, the peer's answer in) may take.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Bytes read at once, into a buffer on the reading task's stack (not kept while idle).
+const READ_CHUNK: usize = 8 * 1024;
 
 pub(super) const GOING_AWAY: CloseReason =
     CloseReason { code: 1001, reason: "server shutting down" };
 pub(super) const PING_TIMEOUT: CloseReason =
     CloseReason { code: CLOSE_PING_TIMEOUT, reason: "ping timeout" };
 
-/// How a socket's task ends: closed by us with a reason, or already gone.
+/// How a socket's task ends: closed by us with a reason, or already gone (or closed by the
+/// peer, whose close was answered).
 pub(super) enum End {
     Close(CloseReason),
     Gone,
@@ -63,15 +60,145 @@ pub(super) struct Upgrade {
     io: Upgraded,
     /// The raw socket under it, when it is plain TCP (see [`crate::listener`]).
     pub direct: Option<Arc<TcpStream>>,
-    config: WebSocketConfig,
+    max_message_bytes: usize,
 }
 
 impl Upgrade {
-    /// The socket, writing through `outlet`.
-    pub async fn into_socket(self, outlet: Arc<Outlet>) -> Socket {
-        let io = OutletIo::new(self.io, outlet);
-        WebSocketStream::from_raw_socket(io, Role::Server, Some(self.config)).await
+    /// The socket, writing through `outlet` (made with [`Upgrade::direct`]).
+    pub fn into_socket(self, outlet: Arc<Outlet>) -> Socket {
+        let mut socket = Socket {
+            stream: Some(SyncWrapper::new(self.io)),
+            decoder: Decoder::new(self.max_message_bytes),
+            ready: VecDeque::new(),
+            outlet,
+            close_sent: false,
+            read_done: false,
+        };
+        if socket.outlet.direct().is_some() {
+            // The HTTP stack may have read bytes past the request: they are still in the
+            // upgraded stream. Take them, then read the raw socket and let the stream go.
+            let mut cx = Context::from_waker(Waker::noop());
+            let _ = socket.fill(&mut cx);
+            socket.stream = None;
+        }
+        socket
     }
+}
+
+/// A server socket: what the peer sends is read and decoded here; every write goes through
+/// its [`Outlet`].
+pub(super) struct Socket {
+    /// The upgraded stream, kept only when there is no direct socket (TLS).
+    stream: Option<SyncWrapper<Upgraded>>,
+    decoder: Decoder,
+    /// Decoded, not yet taken.
+    ready: VecDeque<Incoming>,
+    outlet: Arc<Outlet>,
+    /// Our close frame is out: the peer's close completes the handshake, unanswered.
+    close_sent: bool,
+    /// Nothing more is read: the peer closed or left, or sent what cannot be decoded.
+    read_done: bool,
+}
+
+impl Socket {
+    /// The next message or ping/pong from the peer; none once it closed (its close is answered)
+    /// or left. Pings are answered here.
+    pub async fn next(&mut self) -> Option<Result<Incoming, End>> {
+        poll_fn(|cx| self.poll_next(cx)).await
+    }
+
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Incoming, End>>> {
+        loop {
+            if let Some(incoming) = self.ready.pop_front() {
+                if self.ready.is_empty() {
+                    // Several messages in one read are rare: keep no room for them.
+                    self.ready = VecDeque::new();
+                }
+                let answered = match &incoming {
+                    Incoming::Ping(payload) => self.send(Frame::pong(payload)),
+                    Incoming::Close(code) => {
+                        self.read_done = true;
+                        self.ready.clear();
+                        if !self.close_sent {
+                            self.close_sent = true;
+                            // Echo the peer's code (RFC 6455 5.5.1); none if it gave none.
+                            let reply = match code {
+                                Some(code) => Frame::close(*code, ""),
+                                None => Frame::close_empty(),
+                            };
+                            let _ = self.send(reply);
+                        }
+                        return Poll::Ready(None);
+                    }
+                    _ => Ok(()),
+                };
+                return Poll::Ready(Some(answered.map(|()| incoming)));
+            }
+            if self.read_done {
+                return Poll::Ready(None);
+            }
+            if let Err(end) = ready!(self.fill(cx)) {
+                return Poll::Ready(Some(Err(end)));
+            }
+        }
+    }
+
+    /// Reads what the peer sent and decodes it into `ready`; an error ends reading.
+    fn fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), End>> {
+        let mut buf = [0u8; READ_CHUNK];
+        let read = match (&mut self.stream, self.outlet.direct()) {
+            (Some(stream), _) => {
+                let mut read_buf = ReadBuf::new(&mut buf);
+                ready!(Pin::new(stream.get_mut()).poll_read(cx, &mut read_buf))
+                    .map(|()| read_buf.filled().len())
+            }
+            (None, Some(tcp)) => loop {
+                if let Err(err) = ready!(tcp.poll_read_ready(cx)) {
+                    break Err(err);
+                }
+                match tcp.try_read(&mut buf) {
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
+                    result => break result,
+                }
+            },
+            (None, None) => Ok(0),
+        };
+        let len = match read {
+            Ok(0) | Err(_) => {
+                self.read_done = true;
+                return Poll::Ready(Ok(()));
+            }
+            Ok(len) => len,
+        };
+        let mut decoded = Vec::new();
+        let result = self.decoder.decode(&buf[..len], &mut decoded);
+        self.ready.extend(decoded);
+        Poll::Ready(result.map_err(|err| {
+            self.read_done = true;
+            End::Close(refused(&err))
+        }))
+    }
+
+    /// Writes a frame of this socket's own (ack, error, ping, pong) behind what waits.
+    pub fn send(&self, frame: Frame) -> Result<(), End> {
+        self.outlet.send(frame.into_bytes()).map_err(|err| write_failed(&err))
+    }
+
+    /// Writes what waits in the outlet until it is empty (see [`Outlet::drain`]).
+    async fn drain_all(&mut self) -> io::Result<()> {
+        self.outlet.drain(self.stream.as_mut().map(SyncWrapper::get_mut)).await
+    }
+}
+
+/// The close answering bytes that cannot be decoded (RFC 6455 7.4.1).
+fn refused(err: &DecodeError) -> CloseReason {
+    let reason = match err {
+        DecodeError::Protocol(_) => "protocol error",
+        DecodeError::Utf8 => "invalid UTF-8",
+        DecodeError::TooBig => "message too big",
+    };
+    tracing::debug!(%err, "refused the peer's frame");
+    CloseReason { code: err.close_code(), reason }
 }
 
 /// Answers a valid WebSocket upgrade with 101 and runs `serve` on the upgraded connection as a
@@ -94,10 +221,10 @@ where
         .direct_sockets
         .as_ref()
         .and_then(|sockets| sockets.find(req.local_addr(), req.remote_addr()));
-    let config = settings.socket_config();
+    let max_message_bytes = settings.max_message_bytes;
     settings.tasks.spawn(async move {
         match on_upgrade.await {
-            Ok(io) => serve(Upgrade { io, direct, config }).await,
+            Ok(io) => serve(Upgrade { io, direct, max_message_bytes }).await,
             Err(err) => tracing::debug!(%err, "WebSocket upgrade failed"),
         }
     });
@@ -148,9 +275,8 @@ pub(super) fn ping_timer(period: Duration) -> Interval {
 /// and no cancellation token is waited on. Only a write that has to wait gets the guard, boxed,
 /// so the guard takes no room in the task of every idle connection.
 pub(super) async fn drain(socket: &mut Socket, shutdown: &CancellationToken) -> Result<(), End> {
-    let io = socket.get_mut();
-    let outlet = io.outlet().clone();
-    let mut write = pin!(io.drain());
+    let outlet = socket.outlet.clone();
+    let mut write = pin!(socket.drain_all());
     let at_once = poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await;
     match at_once {
         Poll::Ready(result) => result.map_err(|_| End::Gone),
@@ -174,26 +300,6 @@ async fn guard(
     }
 }
 
-/// The close a read error calls for (RFC 6455 7.4.1), or none when the peer is gone.
-pub(super) fn ended_by(err: WsError) -> End {
-    let reason = match err {
-        WsError::Capacity(_) => CloseReason { code: 1009, reason: "message too big" },
-        WsError::Utf8(_) => CloseReason { code: 1007, reason: "invalid UTF-8" },
-        WsError::Protocol(_) => CloseReason { code: 1002, reason: "protocol error" },
-        _ => return End::Gone,
-    };
-    End::Close(reason)
-}
-
-/// Sends one message through tungstenite (ack, error, ping): it goes through the outlet, so it
-/// never waits.
-pub(super) async fn send_message(socket: &mut Socket, message: Message) -> Result<(), End> {
-    socket.send(message).await.map_err(|err| match err {
-        WsError::Io(err) => write_failed(&err),
-        _ => End::Gone,
-    })
-}
-
 /// Sends frames of our own through the outlet, in one write when the socket has room.
 pub(super) fn send_frames(outlet: &Outlet, frames: Vec<Frame>) -> Result<(), End> {
     let frames = frames.into_iter().map(Frame::into_bytes);
@@ -207,30 +313,36 @@ fn write_failed(err: &io::Error) -> End {
 
 /// Ends a socket: nothing if the stream is cut (a frame half written, or the peer gone), else
 /// our close frame behind what waits (unless the peer is unresponsive anyway: ping timeout,
-/// slow consumer) and a brief wait for the peer's answer so the close is clean.
+/// slow consumer) and a brief wait for the peer's answer so the close is clean. A socket the
+/// peer closed gets its answer written out.
 pub(super) async fn finish(socket: &mut Socket, end: End) {
-    let outlet = socket.get_ref().outlet().clone();
-    if outlet.is_cut() {
+    if socket.outlet.is_cut() {
         tracing::debug!("the stream is cut: dropping without a close frame");
         return;
     }
+    let _ = Box::pin(timeout(CLOSE_TIMEOUT, close(socket, end))).await;
+}
+
+async fn close(socket: &mut Socket, end: End) {
     let End::Close(reason) = end else {
         tracing::debug!("disconnected");
+        let _ = socket.drain_all().await;
         return;
     };
     tracing::debug!(code = reason.code, reason = reason.reason, "closing");
-    let frame = CloseFrame { code: reason.code.into(), reason: reason.reason.into() };
     let peer_is_responsive = !matches!(reason.code, CLOSE_PING_TIMEOUT | CLOSE_SLOW_CONSUMER);
     if !peer_is_responsive {
-        outlet.discard();
+        socket.outlet.discard();
     }
-    let _ = timeout(CLOSE_TIMEOUT, async {
-        if socket.send(Message::Close(Some(frame))).await.is_ok()
-            && socket.get_mut().drain().await.is_ok()
-            && peer_is_responsive
-        {
-            while let Some(Ok(_)) = socket.next().await {}
-        }
-    })
-    .await;
+    if socket.close_sent {
+        let _ = socket.drain_all().await;
+        return;
+    }
+    socket.close_sent = true;
+    if socket.send(Frame::close(reason.code, reason.reason)).is_ok()
+        && socket.drain_all().await.is_ok()
+        && peer_is_responsive
+    {
+        while let Some(Ok(_)) = socket.next().await {}
+    }
 }
