@@ -15,8 +15,7 @@ use std::{
 };
 
 use dashmap::DashMap;
-use tokio::net::TcpStream;
-use tokio_util::sync::CancellationToken;
+use tokio::{net::TcpStream, sync::Notify};
 
 use crate::{
     store::ClientId,
@@ -48,38 +47,47 @@ pub struct CloseReason {
 pub const SLOW_CONSUMER: CloseReason =
     CloseReason { code: CLOSE_SLOW_CONSUMER, reason: "slow consumer" };
 
-/// Asks a socket's task to close, once, with a reason.
+/// Asks a socket's task to close, once, with a reason. A flag and a notification (no
+/// allocation): every connection has one.
 #[derive(Default)]
 pub struct CloseSignal {
-    token: CancellationToken,
     reason: OnceLock<CloseReason>,
+    notify: Notify,
 }
 
 impl CloseSignal {
-    /// Asks the socket to close with `reason`; the first reason given wins.
-    pub fn close(&self, reason: CloseReason) {
-        let _ = self.reason.set(reason);
-        self.token.cancel();
+    /// Asks the socket to close with `reason`; the first reason given wins (true for it).
+    pub fn close(&self, reason: CloseReason) -> bool {
+        let first = self.reason.set(reason).is_ok();
+        if first {
+            self.notify.notify_waiters();
+        }
+        first
     }
 
     /// Resolves once [`close`](Self::close) was called.
     pub async fn closing(&self) -> CloseReason {
-        self.token.cancelled().await;
-        self.reason.get().copied().unwrap_or(CloseReason { code: 1000, reason: "" })
+        loop {
+            // Made before the check: a close in between still wakes it.
+            let notified = self.notify.notified();
+            if let Some(reason) = self.reason.get() {
+                return *reason;
+            }
+            notified.await;
+        }
     }
 
     pub fn is_closing(&self) -> bool {
-        self.token.is_cancelled()
+        self.reason.get().is_some()
     }
 
     /// Closes the socket with 4008 because it does not keep up (`why`); counted once in
     /// `slow_closes`.
     pub fn close_slow_consumer(&self, slow_closes: &AtomicU64, why: &'static str) {
-        if !self.token.is_cancelled() {
+        if self.close(SLOW_CONSUMER) {
             slow_closes.fetch_add(1, Ordering::Relaxed);
             tracing::warn!("{why}: closing slow consumer");
         }
-        self.close(SLOW_CONSUMER);
     }
 }
 

@@ -257,6 +257,8 @@ impl Outlet {
                     match backlog.write_to(tcp) {
                         Progress::Empty => {
                             backlog.task_writes = false;
+                            // A socket that pushed back once keeps no room for frames while idle.
+                            backlog.frames = VecDeque::new();
                             return Ok(());
                         }
                         Progress::Blocked => {}
