@@ -245,14 +245,19 @@ const LIMITS: &str = "## What limits these figures
 - Saturated, every server writes a socket's waiting frames in one write; Switchboard's
   publishers may run up to 32 deliveries ahead of its writer, which buys throughput (more frames
   per write) with latency.
-- Switchboard's memory per idle connection is a tokio task (~2.5 KB future: the socket,
-  tungstenite's state and its ping timer), tungstenite's 1 KiB read buffer, the outlet, hub
-  entries and the registration below; uWebSockets.js keeps ~1 KiB of C state per socket and no
-  task.
+- Switchboard's memory per idle connection is a tokio task (a 0.7 KB future in a 0.9 KiB
+  cache-aligned cell: the select over shutdown, close, write-wanted, read and the ping timer),
+  the connection's state (~0.27 KiB: socket, decoder, client), tokio's I/O registration
+  (~0.25 KiB), the ping timer's entry, the outlet, hub entries and the registration below. Sockets
+  decode client frames themselves, reading into a buffer on the polling stack, so an idle socket
+  keeps no read buffer. The allocator is jemalloc: glibc's malloc left ~2.8 KiB per connection in
+  fragments between the handshake's short-lived buffers (6.1 against 3.3 KiB).
+  uWebSockets.js keeps ~1 KiB of C state per socket and no task.
 - Three nodes on Redis in the shootout run with Redis and the agents on the same two cores; every
   delivery is one write per socket unless a socket's frames pile up, so past ~20,000 clients the
   cores, not a queue, set the time until every client has a message.
 - Memory per connection for Switchboard includes the client's registration (its record in the
-  store, ~0.7 KiB) besides the socket: the peers have no registration.
+  store and the hub's view of its topics, ~0.6 KiB) besides the socket: the peers have no
+  registration.
 - Runs vary by 10-30% on this shared VM; compare targets within one run, not across runs.
 ";
