@@ -2,7 +2,11 @@
 //! on its stack and hands the bytes here, so an idle connection holds no read buffer; only the
 //! bytes of a frame not yet complete are kept.
 
+use std::collections::VecDeque;
+
 use bytes::{Buf, BytesMut};
+
+use crate::hub::CloseReason;
 
 /// FIN bit of the first header byte.
 const FIN: u8 = 0x80;
@@ -45,12 +49,14 @@ pub(super) enum DecodeError {
 }
 
 impl DecodeError {
-    pub fn close_code(&self) -> u16 {
-        match self {
-            DecodeError::Protocol(_) => 1002,
-            DecodeError::Utf8 => 1007,
-            DecodeError::TooBig => 1009,
-        }
+    /// The close that answers it.
+    pub fn close_reason(&self) -> CloseReason {
+        let (code, reason) = match self {
+            DecodeError::Protocol(_) => (1002, "protocol error"),
+            DecodeError::Utf8 => (1007, "invalid UTF-8"),
+            DecodeError::TooBig => (1009, "message too big"),
+        };
+        CloseReason { code, reason }
     }
 }
 
@@ -82,7 +88,11 @@ impl Decoder {
     /// Decodes `input` (what was just read) after any partial frame kept from before, pushing
     /// every complete message or control frame to `out`. A frame left incomplete is kept for
     /// the next call. After an error the socket must be closed: nothing more is decoded.
-    pub fn decode(&mut self, input: &[u8], out: &mut Vec<Incoming>) -> Result<(), DecodeError> {
+    pub fn decode(
+        &mut self,
+        input: &[u8],
+        out: &mut VecDeque<Incoming>,
+    ) -> Result<(), DecodeError> {
         if self.partial.is_empty() {
             let used = self.decode_frames(input, out)?;
             self.partial.extend_from_slice(&input[used..]);
@@ -107,7 +117,7 @@ impl Decoder {
     fn decode_frames(
         &mut self,
         bytes: &[u8],
-        out: &mut Vec<Incoming>,
+        out: &mut VecDeque<Incoming>,
     ) -> Result<usize, DecodeError> {
         let mut used = 0;
         while let Some(header) = self.header(&bytes[used..])? {
@@ -118,7 +128,7 @@ impl Decoder {
             let mut payload = frame[header.len..].to_vec();
             unmask(&mut payload, header.mask);
             if let Some(incoming) = self.frame(&header, payload)? {
-                out.push(incoming);
+                out.push_back(incoming);
             }
             used += frame_len;
         }
@@ -276,9 +286,9 @@ mod tests {
     }
 
     fn decode_all(max: usize, input: &[u8]) -> Result<Vec<Incoming>, DecodeError> {
-        let mut out = Vec::new();
+        let mut out = VecDeque::new();
         Decoder::new(max).decode(input, &mut out)?;
-        Ok(out)
+        Ok(out.into())
     }
 
     #[test]
@@ -291,12 +301,12 @@ mod tests {
             assert_eq!(decode_all(100_000, &wire).unwrap(), expected, "length {len}");
 
             let mut decoder = Decoder::new(100_000);
-            let mut out = Vec::new();
+            let mut out = VecDeque::new();
             let step = if len > 1000 { 997 } else { 1 };
             for piece in wire.chunks(step) {
                 decoder.decode(piece, &mut out).unwrap();
             }
-            assert_eq!(out, expected, "length {len} in pieces of {step}");
+            assert_eq!(Vec::from(out), expected, "length {len} in pieces of {step}");
             assert_eq!(decoder.partial.capacity(), 0, "nothing is kept between frames");
         }
     }
@@ -332,7 +342,7 @@ mod tests {
 
     #[test]
     fn protocol_violations_are_refused_with_their_close_codes() {
-        let protocol = |wire: Vec<u8>| decode_all(1024, &wire).unwrap_err().close_code();
+        let protocol = |wire: Vec<u8>| decode_all(1024, &wire).unwrap_err().close_reason().code;
         assert_eq!(protocol(frame(FIN | 0x40 | TEXT, b"x")), 1002, "RSV1 without an extension");
         assert_eq!(protocol(frame(FIN | 0x3, b"x")), 1002, "reserved data opcode");
         assert_eq!(protocol(frame(FIN | 0xB, b"x")), 1002, "reserved control opcode");
@@ -361,7 +371,7 @@ mod tests {
 
     #[test]
     fn invalid_utf8_and_oversize_messages_get_1007_and_1009() {
-        let code = |max, wire: Vec<u8>| decode_all(max, &wire).unwrap_err().close_code();
+        let code = |max, wire: Vec<u8>| decode_all(max, &wire).unwrap_err().close_reason().code;
         assert_eq!(code(64, frame(FIN | TEXT, &[0xC3, 0x28])), 1007);
         assert_eq!(code(64, frame(FIN | CLOSE, &[0x03, 0xE8, 0xFF])), 1007, "close reason");
         assert_eq!(code(64, frame(FIN | TEXT, &[b'a'; 65])), 1009);

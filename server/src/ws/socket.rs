@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     Frame, WsSettings,
-    decode::{DecodeError, Decoder, Incoming},
+    decode::{Decoder, Incoming},
     outlet::Outlet,
 };
 use crate::{
@@ -170,12 +170,11 @@ impl Socket {
             }
             Ok(len) => len,
         };
-        let mut decoded = Vec::new();
-        let result = self.decoder.decode(&buf[..len], &mut decoded);
-        self.ready.extend(decoded);
+        let result = self.decoder.decode(&buf[..len], &mut self.ready);
         Poll::Ready(result.map_err(|err| {
+            tracing::debug!(%err, "refused the peer's frame");
             self.read_done = true;
-            End::Close(refused(&err))
+            End::Close(err.close_reason())
         }))
     }
 
@@ -188,17 +187,6 @@ impl Socket {
     async fn drain_all(&mut self) -> io::Result<()> {
         self.outlet.drain(self.stream.as_mut().map(SyncWrapper::get_mut)).await
     }
-}
-
-/// The close answering bytes that cannot be decoded (RFC 6455 7.4.1).
-fn refused(err: &DecodeError) -> CloseReason {
-    let reason = match err {
-        DecodeError::Protocol(_) => "protocol error",
-        DecodeError::Utf8 => "invalid UTF-8",
-        DecodeError::TooBig => "message too big",
-    };
-    tracing::debug!(%err, "refused the peer's frame");
-    CloseReason { code: err.close_code(), reason }
 }
 
 /// Answers a valid WebSocket upgrade with 101 and runs `serve` on the upgraded connection as a
