@@ -9,13 +9,13 @@
 use std::{
     collections::{HashMap, HashSet},
     sync::{
-        Arc, OnceLock,
+        Arc,
         atomic::{AtomicU64, Ordering},
     },
 };
 
 use dashmap::DashMap;
-use tokio::{net::TcpStream, sync::Notify};
+use tokio::net::TcpStream;
 
 use crate::{
     store::ClientId,
@@ -46,50 +46,6 @@ pub struct CloseReason {
 /// How a connection that does not keep up is closed.
 pub const SLOW_CONSUMER: CloseReason =
     CloseReason { code: CLOSE_SLOW_CONSUMER, reason: "slow consumer" };
-
-/// Asks a socket's task to close, once, with a reason. A flag and a notification (no
-/// allocation): every connection has one.
-#[derive(Default)]
-pub struct CloseSignal {
-    reason: OnceLock<CloseReason>,
-    notify: Notify,
-}
-
-impl CloseSignal {
-    /// Asks the socket to close with `reason`; the first reason given wins (true for it).
-    pub fn close(&self, reason: CloseReason) -> bool {
-        let first = self.reason.set(reason).is_ok();
-        if first {
-            self.notify.notify_waiters();
-        }
-        first
-    }
-
-    /// Resolves once [`close`](Self::close) was called.
-    pub async fn closing(&self) -> CloseReason {
-        loop {
-            // Made before the check: a close in between still wakes it.
-            let notified = self.notify.notified();
-            if let Some(reason) = self.reason.get() {
-                return *reason;
-            }
-            notified.await;
-        }
-    }
-
-    pub fn is_closing(&self) -> bool {
-        self.reason.get().is_some()
-    }
-
-    /// Closes the socket with 4008 because it does not keep up (`why`); counted once in
-    /// `slow_closes`.
-    pub fn close_slow_consumer(&self, slow_closes: &AtomicU64, why: &'static str) {
-        if self.close(SLOW_CONSUMER) {
-            slow_closes.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!("{why}: closing slow consumer");
-        }
-    }
-}
 
 /// The hub's side of one live connection: where its frames go and how it is closed.
 pub struct ConnHandle {
@@ -309,11 +265,14 @@ impl Hub {
                 self.remove_from_topic(topic, conn.id);
             }
             self.conns.remove(&conn.id);
-            conn.outlet
-                .close
-                .close(CloseReason { code: CLOSE_UNREGISTERED, reason: "unregistered" });
+            conn.outlet.close(CloseReason { code: CLOSE_UNREGISTERED, reason: "unregistered" });
         }
         local.conns.len()
+    }
+
+    /// The outlets of the live connections whose id is `slice` modulo `slices`.
+    pub fn outlets(&self, slice: u64, slices: u64) -> Vec<Arc<Outlet>> {
+        crate::ws::outlets_in_slice(&self.conns, slice, slices, |conn| &conn.outlet)
     }
 
     /// The topic was deleted: nobody here receives it any more.
@@ -418,8 +377,8 @@ mod tests {
             hub.deliver(&Target::Broadcast, &frame(&i.to_string()));
             waiting(&fast);
         }
-        assert_eq!(slow.outlet.close.closing().await.code, CLOSE_SLOW_CONSUMER);
-        assert!(!fast.outlet.close.is_closing());
+        assert_eq!(slow.outlet.closing().await.code, CLOSE_SLOW_CONSUMER);
+        assert!(fast.outlet.close_reason().is_none());
         assert_eq!(hub.stats.slow_consumer_closes.load(Ordering::Relaxed), 1);
         assert_eq!(waiting(&slow), [b"0", b"1"]);
     }
@@ -432,7 +391,7 @@ mod tests {
         let (c2, _) = hub.attach(client, None);
         assert!(hub.sync_topics(client, generation, vec!["t".into()]).is_ok());
         assert_eq!(hub.unregistered(client), 2);
-        assert_eq!(c1.outlet.close.closing().await.code, CLOSE_UNREGISTERED);
+        assert_eq!(c1.outlet.closing().await.code, CLOSE_UNREGISTERED);
         hub.detach(&c1);
         hub.detach(&c2);
         assert_eq!((hub.connection_count(), hub.connected_client_count()), (0, 0));

@@ -158,6 +158,11 @@ impl Relay {
         self.peers.remove(&peer.addr.peer);
     }
 
+    /// The outlets of the peers here whose number is `slice` modulo `slices`.
+    pub fn outlets(&self, slice: u64, slices: u64) -> Vec<Arc<Outlet>> {
+        crate::ws::outlets_in_slice(&self.peers, slice, slices, |peer| &peer.outlet)
+    }
+
     /// Relay peers connected here.
     pub fn peer_count(&self) -> usize {
         self.peers.len()

@@ -147,12 +147,12 @@ async fn launch(
     // Plain TCP sockets are written to directly; TLS ones only through their stream.
     let direct_sockets = tls.is_none().then(|| Arc::new(DirectSockets::default()));
     let settings = WsSettings {
-        ping_interval: config.ping_interval,
         max_message_bytes,
         shutdown: shutdown.clone(),
         tasks: TaskTracker::new(),
         direct_sockets: direct_sockets.clone(),
     };
+    settings.tasks.spawn(ws::keep_alive(node.clone(), config.ping_interval, shutdown.clone()));
     match redis_bus {
         // Joining creates the configured topics, and again after every reconnection (Redis may
         // come back empty); a Redis that is down at start does not stop the node.

@@ -13,11 +13,14 @@ use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
 };
-use tokio_tungstenite::tungstenite::{
-    Message,
-    protocol::frame::{
-        Frame,
-        coding::{Data, OpCode},
+use tokio_tungstenite::{
+    connect_async,
+    tungstenite::{
+        Message,
+        protocol::frame::{
+            Frame,
+            coding::{Data, OpCode},
+        },
     },
 };
 
@@ -303,15 +306,18 @@ async fn websocket_origins_follow_the_cors_allow_list() {
 }
 
 #[tokio::test]
-async fn graceful_shutdown_closes_every_socket_with_1001() {
+async fn graceful_shutdown_closes_every_socket_and_relay_peer_with_1001() {
     let mut server = TestServer::start().await;
     let (_, mut alice) = server.client("alice").await;
     let (_, mut bob) = server.client("bob").await;
+    let (mut relay_peer, _) = connect_async(server.relay_url("waiting")).await.unwrap();
+    assert_eq!(next_frame(&mut relay_peer).await, Message::text("/status:waiting"));
     let running = server.running.take().unwrap();
     let addr = running.local_addr;
     let stopping = tokio::spawn(running.shutdown());
     assert_eq!(close_code(&mut alice).await, Some(1001));
     assert_eq!(close_code(&mut bob).await, Some(1001));
+    assert_eq!(close_code(&mut relay_peer).await, Some(1001));
     tokio::time::timeout(WAIT, stopping).await.expect("shutdown is bounded").unwrap().unwrap();
     assert!(TcpStream::connect(addr).await.is_err(), "no longer accepting");
 }

@@ -1,14 +1,17 @@
-//! One client's WebSocket connection: a single task that answers the client's frames, pings,
-//! writes what waits when the socket pushed back, and closes with the right code.
+//! One client's WebSocket connection: a single task that answers the client's frames, writes
+//! what waits when the socket pushed back, and closes with the right code when told to (see
+//! [`super::keepalive`] for pings and shutdown).
 
 use std::{future::Future, sync::Arc};
 
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::{
-    Frame, WsSettings,
+    Frame,
     decode::Incoming,
-    socket::{End, GOING_AWAY, PING_TIMEOUT, Socket, Upgrade, drain, finish, ping_timer},
+    keepalive::closed_if_shutting_down,
+    socket::{End, Socket, Upgrade, drain, finish},
 };
 use crate::{
     hub::{CloseReason, ConnHandle, Target},
@@ -25,9 +28,10 @@ pub(super) fn run(
     node: Arc<Node>,
     client: Client,
     mut upgrade: Upgrade,
-    settings: WsSettings,
-) -> impl Future<Output = ()> + Send {
+    shutdown: &CancellationToken,
+) -> impl Future<Output = ()> + Send + use<> {
     let (conn, generation) = node.hub.attach(client.id, upgrade.direct.take());
+    closed_if_shutting_down(&conn.outlet, shutdown);
     let socket = upgrade.into_socket(conn.outlet.clone());
     // The id is a secret: spans carry the name and a connection number only.
     // Debug level: a span kept per idle connection costs ~0.45 KiB in the log subscriber, so
@@ -35,7 +39,7 @@ pub(super) fn run(
     let span = tracing::debug_span!("ws", conn = conn.id, client = %client.name);
     // The connection's state is one allocation the task refers to: an async fn keeps a copy of
     // every argument it moves, and every idle connection would pay for those copies.
-    let connection = Box::new(Connection { node, client, conn, settings, socket });
+    let connection = Box::new(Connection { node, client, conn, socket });
     connection.serve(generation).instrument(span)
 }
 
@@ -43,7 +47,6 @@ struct Connection {
     node: Arc<Node>,
     client: Client,
     conn: Arc<ConnHandle>,
-    settings: WsSettings,
     socket: Socket,
 }
 
@@ -74,25 +77,17 @@ impl Connection {
     }
 
     async fn pump(&mut self) -> End {
-        let mut ping = ping_timer(self.settings.ping_interval);
-        let mut awaiting_pong = false;
-        // Made once: polling a cancellation future locks the token every connection shares,
-        // which this task (not woken per delivery) does rarely.
-        let shutdown = self.settings.shutdown.cancelled();
-        let closing = self.conn.outlet.close.closing();
-        tokio::pin!(shutdown, closing);
         loop {
+            // Two branches and no timer: what an idle connection's task holds is this select.
             let written = tokio::select! {
                 biased;
-                () = &mut shutdown => return End::Close(GOING_AWAY),
-                reason = &mut closing => return End::Close(reason),
-                // Deliveries are written by the fan-out; this task writes only when the socket
-                // pushed back (or is TLS).
-                () = self.conn.outlet.wanted() => {
-                    Box::pin(drain(&mut self.socket, &self.settings.shutdown)).await
-                }
+                () = self.conn.outlet.attention() => match self.conn.outlet.close_reason() {
+                    Some(reason) => return End::Close(reason),
+                    // Deliveries are written by the fan-out; this task writes only when the
+                    // socket pushed back (or is TLS).
+                    None => Box::pin(drain(&mut self.socket)).await,
+                },
                 incoming = self.socket.next() => {
-                    awaiting_pong = false;
                     let reply = match incoming {
                         None => return End::Gone,
                         Some(Ok(Incoming::Text(text))) => Box::pin(self.answer(&text)).await,
@@ -101,18 +96,11 @@ impl Connection {
                             "binary_frame",
                             "binary frames are not part of the protocol; send JSON text",
                         ),
-                        // Pings are answered by the socket; any frame shows the peer is there.
+                        // Pings are answered by the socket.
                         Some(Ok(_)) => continue,
                         Some(Err(end)) => return end,
                     };
                     self.socket.send(Frame::from_payload(reply.as_bytes()))
-                }
-                _ = ping.tick() => {
-                    if awaiting_pong {
-                        return End::Close(PING_TIMEOUT);
-                    }
-                    awaiting_pong = true;
-                    self.socket.send(Frame::ping())
                 }
             };
             if let Err(end) = written {

@@ -37,9 +37,9 @@ impl Frame {
         Frame::copied(payload, FIN_BINARY)
     }
 
-    /// A ping with no payload.
+    /// A ping with no payload (static bytes: every socket is pinged with them).
     pub fn ping() -> Frame {
-        Frame::copied(&[], FIN_PING)
+        Frame(Bytes::from_static(&[FIN_PING, 0]))
     }
 
     /// The pong answering a ping with `payload` (at most 125 bytes, as the ping's).

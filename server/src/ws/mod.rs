@@ -8,15 +8,17 @@
 mod connection;
 mod decode;
 mod frame;
+mod keepalive;
 mod outlet;
 mod relay;
 mod socket;
 
 pub use frame::Frame;
-pub use outlet::{Outlet, PendingWrites, Writer};
+pub use keepalive::keep_alive;
+pub use outlet::{Outlet, PendingWrites, Writer, outlets_in_slice};
 pub use relay::upgrade as relay_upgrade;
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use poem::{
     Request, Response, handler,
@@ -30,9 +32,8 @@ use crate::{error::AppError, listener::DirectSockets, node::Node};
 /// What every connection task needs besides the node.
 #[derive(Clone)]
 pub struct WsSettings {
-    pub ping_interval: Duration,
     pub max_message_bytes: usize,
-    /// Cancelled at shutdown: every connection closes with 1001.
+    /// Cancelled at shutdown: every connection closes with 1001 (see [`keep_alive`]).
     pub shutdown: CancellationToken,
     /// Tracks connection tasks so shutdown can wait for them.
     pub tasks: TaskTracker,
@@ -55,8 +56,6 @@ pub async fn upgrade(
         .client(id)
         .await
         .map_err(|err| AppError::from(err).unknown_client_forbidden())?;
-    let (node, connection_settings) = (Arc::clone(&node), settings.clone());
-    socket::accept(req, &settings, move |upgrade| {
-        connection::run(node, client, upgrade, connection_settings)
-    })
+    let (node, shutdown) = (Arc::clone(&node), settings.shutdown.clone());
+    socket::accept(req, &settings, move |upgrade| connection::run(node, client, upgrade, &shutdown))
 }

@@ -8,12 +8,17 @@
 use std::{
     collections::VecDeque,
     io::{self, IoSlice},
-    sync::{Arc, atomic::AtomicU64},
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
 };
 
 use bytes::{Buf, Bytes};
+use dashmap::DashMap;
 use parking_lot::Mutex;
 use poem::Upgraded;
+use switchboard_protocol::CLOSE_PING_TIMEOUT;
 use tokio::{
     io::AsyncWriteExt,
     net::TcpStream,
@@ -21,7 +26,7 @@ use tokio::{
 };
 
 use super::Frame;
-use crate::hub::{CloseReason, CloseSignal};
+use crate::hub::{CloseReason, SLOW_CONSUMER};
 
 /// Most frames in one write.
 const BATCH: usize = 64;
@@ -29,16 +34,25 @@ const BATCH: usize = 64;
 /// Why a socket whose writes failed ends; never sent (the socket is gone).
 const LOST: CloseReason = CloseReason { code: 1006, reason: "connection lost" };
 
-/// One socket's writes: its direct socket (plain TCP), its backlog, and how it is closed.
+/// Why a socket that did not answer a ping in time is closed.
+pub const PING_TIMEOUT: CloseReason =
+    CloseReason { code: CLOSE_PING_TIMEOUT, reason: "ping timeout" };
+
+/// One socket's writes: its direct socket (plain TCP), its backlog, how it is closed, and
+/// whether it answered its last ping. Every socket has one, so it holds no more than that.
 pub struct Outlet {
     direct: Option<Arc<TcpStream>>,
     backlog: Mutex<Backlog>,
-    /// The socket's task has frames to write (see [`Outlet::wanted`]).
+    /// Wakes the socket's task: it has frames to write, or is to close (see
+    /// [`Outlet::attention`]). One waiter, so a wake before it waits is kept.
     wake: Notify,
+    /// Why the socket is to close; set once, the first reason wins.
+    closed: OnceLock<CloseReason>,
+    /// Pinged, and nothing heard from the peer since.
+    awaiting_pong: AtomicBool,
     bound: usize,
     /// Counts the sockets closed for not keeping up.
     slow_closes: Arc<AtomicU64>,
-    pub close: CloseSignal,
 }
 
 #[derive(Default)]
@@ -123,9 +137,10 @@ impl Outlet {
             direct,
             backlog: Mutex::new(backlog),
             wake: Notify::new(),
+            closed: OnceLock::new(),
+            awaiting_pong: AtomicBool::new(false),
             bound: bound.max(1),
             slow_closes,
-            close: CloseSignal::default(),
         })
     }
 
@@ -225,19 +240,68 @@ impl Outlet {
                 backlog.broken = true;
                 backlog.sealed = true;
                 backlog.frames.clear();
-                self.close.close(LOST);
+                self.close(LOST);
             }
         }
     }
 
-    /// Closes the socket with 4008 because it does not keep up (`why`).
-    pub fn close_slow_consumer(&self, why: &'static str) {
-        self.close.close_slow_consumer(&self.slow_closes, why);
+    /// Asks the socket's task to close with `reason`; the first reason given wins (true for it).
+    pub fn close(&self, reason: CloseReason) -> bool {
+        let first = self.closed.set(reason).is_ok();
+        if first {
+            self.wake.notify_one();
+        }
+        first
     }
 
-    /// Resolves when the socket's task has frames to write: call [`Outlet::drain`].
-    pub async fn wanted(&self) {
+    /// Why the socket is to close, once [`close`](Self::close) was called.
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.closed.get().copied()
+    }
+
+    /// Resolves once [`close`](Self::close) was called (in the socket's task, the one waiter).
+    pub async fn closing(&self) -> CloseReason {
+        loop {
+            // Made before the check: a close in between still wakes it.
+            let woken = self.wake.notified();
+            if let Some(reason) = self.close_reason() {
+                return reason;
+            }
+            woken.await;
+        }
+    }
+
+    /// Closes the socket with 4008 because it does not keep up (`why`); counted once.
+    pub fn close_slow_consumer(&self, why: &'static str) {
+        if self.close(SLOW_CONSUMER) {
+            self.slow_closes.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!("{why}: closing slow consumer");
+        }
+    }
+
+    /// Resolves when the socket's task is wanted: it is to close
+    /// ([`close_reason`](Self::close_reason)), or has frames to write ([`Outlet::drain`]).
+    pub async fn attention(&self) {
         self.wake.notified().await;
+    }
+
+    /// One keep-alive round: a socket that sent nothing since its last ping is closed (ping
+    /// timeout); any other is pinged.
+    pub fn ping(&self) {
+        if self.awaiting_pong.swap(true, Ordering::Relaxed) {
+            self.close(PING_TIMEOUT);
+        } else {
+            // A failed write closes the socket itself.
+            let _ = self.send(Frame::ping().into_bytes());
+        }
+    }
+
+    /// The peer sent something: it is alive.
+    pub fn heard_from_peer(&self) {
+        // Read first: most reads find it clear, and a store would dirty a shared cache line.
+        if self.awaiting_pong.load(Ordering::Relaxed) {
+            self.awaiting_pong.store(false, Ordering::Relaxed);
+        }
     }
 
     /// The raw socket, on plain TCP.
@@ -319,6 +383,18 @@ impl Outlet {
         // With a direct socket a partly written frame stays in the backlog to be finished.
         backlog.broken || (backlog.mid_frame && self.direct.is_none())
     }
+}
+
+/// The outlets of the sockets in `sockets` whose number is `slice` modulo `slices` (a share of
+/// a keep-alive round; `0, 1` for all).
+pub fn outlets_in_slice<S>(
+    sockets: &DashMap<u64, Arc<S>>,
+    slice: u64,
+    slices: u64,
+    outlet: impl Fn(&S) -> &Arc<Outlet>,
+) -> Vec<Arc<Outlet>> {
+    let mine = sockets.iter().filter(|entry| entry.key() % slices == slice);
+    mine.map(|entry| outlet(entry.value()).clone()).collect()
 }
 
 /// Outlets that took a delivery and are written once every recipient has it: the frames a

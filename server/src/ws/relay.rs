@@ -9,14 +9,14 @@ use poem::{
     web::{Data, Path, Query},
 };
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::{
     Frame, WsSettings,
     decode::Incoming,
-    socket::{
-        End, GOING_AWAY, PING_TIMEOUT, Socket, Upgrade, drain, finish, ping_timer, send_frames,
-    },
+    keepalive::closed_if_shutting_down,
+    socket::{End, Socket, Upgrade, drain, finish, send_frames},
 };
 use crate::{
     error::AppError,
@@ -64,23 +64,24 @@ pub async fn upgrade(
         return Err(AppError::Forbidden(why).into());
     }
     node.bus.check().map_err(AppError::from)?;
-    let (relay, peer_settings) = (node.relay.clone(), settings.clone());
-    super::socket::accept(req, &settings, move |upgrade| run(relay, id, upgrade, peer_settings))
+    let (relay, shutdown) = (node.relay.clone(), settings.shutdown.clone());
+    super::socket::accept(req, &settings, move |upgrade| run(relay, id, upgrade, shutdown))
 }
 
 /// Most of the partner's frames taken from the queue at once.
 const BATCH: usize = 64;
 
-async fn run(relay: Arc<Relay>, id: String, mut upgraded: Upgrade, settings: WsSettings) {
+async fn run(relay: Arc<Relay>, id: String, mut upgraded: Upgrade, shutdown: CancellationToken) {
     let (me, queue) = relay.attach(upgraded.direct.take());
+    closed_if_shutting_down(&me.outlet, &shutdown);
+    drop(shutdown);
     let socket = upgraded.into_socket(me.outlet.clone());
     me.outlet.open(None);
     // The id is the peers' shared secret: spans carry the peer number only.
     // Debug level: a span kept per idle socket costs ~0.45 KiB in the log subscriber, so
     // warnings name the peer themselves.
     let span = tracing::debug_span!("relay", peer = me.addr.peer);
-    let peer =
-        Peer { relay, id, me, settings, state: State::Waiting { rejoined: false }, stash: None };
+    let peer = Peer { relay, id, me, state: State::Waiting { rejoined: false }, stash: None };
     peer.serve(socket, queue).instrument(span).await;
 }
 
@@ -98,7 +99,6 @@ struct Peer {
     relay: Arc<Relay>,
     id: String,
     me: Arc<PeerHandle>,
-    settings: WsSettings,
     state: State,
     /// An item taken from the queue while batching frames, handled next.
     stash: Option<RelayItem>,
@@ -117,8 +117,6 @@ impl Peer {
     }
 
     async fn pump(&mut self, socket: &mut Socket, queue: &mut mpsc::Receiver<RelayItem>) -> End {
-        let mut ping = ping_timer(self.settings.ping_interval);
-        let mut awaiting_pong = false;
         loop {
             if let Some(item) = self.stash.take() {
                 if let Err(end) = self.handle(item, queue).await {
@@ -128,18 +126,16 @@ impl Peer {
             }
             let result = tokio::select! {
                 biased;
-                () = self.settings.shutdown.cancelled() => return End::Close(GOING_AWAY),
-                reason = self.me.outlet.close.closing() => return End::Close(reason),
-                // The socket pushed back: write what waits before taking more.
-                () = self.me.outlet.wanted() => {
-                    Box::pin(drain(socket, &self.settings.shutdown)).await
-                }
+                () = self.me.outlet.attention() => match self.me.outlet.close_reason() {
+                    Some(reason) => return End::Close(reason),
+                    // The socket pushed back: write what waits before taking more.
+                    None => Box::pin(drain(socket)).await,
+                },
                 item = queue.recv() => match item {
                     Some(item) => self.handle(item, queue).await,
                     None => return End::Gone,
                 },
                 incoming = socket.next() => {
-                    awaiting_pong = false;
                     match incoming {
                         None => return End::Gone,
                         Some(Ok(Incoming::Text(text))) => {
@@ -152,13 +148,6 @@ impl Peer {
                         Some(Ok(_)) => Ok(()),
                         Some(Err(end)) => return end,
                     }
-                }
-                _ = ping.tick() => {
-                    if awaiting_pong {
-                        return End::Close(PING_TIMEOUT);
-                    }
-                    awaiting_pong = true;
-                    socket.send(Frame::ping())
                 }
             };
             if let Err(end) = result {

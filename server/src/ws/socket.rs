@@ -20,10 +20,9 @@ use sync_wrapper::SyncWrapper;
 use tokio::{
     io::{AsyncRead, ReadBuf},
     net::TcpStream,
-    time::{Instant, Interval, MissedTickBehavior, interval_at, sleep, timeout},
+    time::{sleep, timeout},
 };
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_util::sync::CancellationToken;
 
 use super::{
     Frame, WsSettings,
@@ -45,8 +44,6 @@ const READ_CHUNK: usize = 8 * 1024;
 
 pub(super) const GOING_AWAY: CloseReason =
     CloseReason { code: 1001, reason: "server shutting down" };
-pub(super) const PING_TIMEOUT: CloseReason =
-    CloseReason { code: CLOSE_PING_TIMEOUT, reason: "ping timeout" };
 
 /// How a socket's task ends: closed by us with a reason, or already gone (or closed by the
 /// peer, whose close was answered).
@@ -170,6 +167,8 @@ impl Socket {
             }
             Ok(len) => len,
         };
+        // Any bytes show the peer is there, as a pong would.
+        self.outlet.heard_from_peer();
         let result = self.decoder.decode(&buf[..len], &mut self.ready);
         Poll::Ready(result.map_err(|err| {
             tracing::debug!(%err, "refused the peer's frame");
@@ -249,38 +248,26 @@ fn valid_handshake_key(headers: &HeaderMap) -> Option<&str> {
     headers.get(header::SEC_WEBSOCKET_KEY)?.to_str().ok()
 }
 
-/// The ping timer of one socket: first tick one period from now, late ticks not bunched.
-pub(super) fn ping_timer(period: Duration) -> Interval {
-    let mut ping = interval_at(Instant::now() + period, period);
-    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    ping
-}
-
-/// Writes what waits in the socket's backlog unless the socket is told to close, the server
-/// shuts down, or the writing stalls (the peer stopped reading: a slow consumer).
+/// Writes what waits in the socket's backlog unless the socket is told to close (shutdown too),
+/// or the writing stalls (the peer stopped reading: a slow consumer).
 ///
-/// Almost every time the socket has room and this completes at once: then no timer is armed
-/// and no cancellation token is waited on. Only a write that has to wait gets the guard, boxed,
-/// so the guard takes no room in the task of every idle connection.
-pub(super) async fn drain(socket: &mut Socket, shutdown: &CancellationToken) -> Result<(), End> {
+/// Almost every time the socket has room and this completes at once: then no timer is armed.
+/// Only a write that has to wait gets the guard, boxed, so the guard takes no room in the task
+/// of every idle connection.
+pub(super) async fn drain(socket: &mut Socket) -> Result<(), End> {
     let outlet = socket.outlet.clone();
     let mut write = pin!(socket.drain_all());
     let at_once = poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await;
     match at_once {
         Poll::Ready(result) => result.map_err(|_| End::Gone),
-        Poll::Pending => Box::pin(guard(write, &outlet, shutdown)).await,
+        Poll::Pending => Box::pin(guard(write, &outlet)).await,
     }
 }
 
-async fn guard(
-    write: impl Future<Output = io::Result<()>>,
-    outlet: &Outlet,
-    shutdown: &CancellationToken,
-) -> Result<(), End> {
+async fn guard(write: impl Future<Output = io::Result<()>>, outlet: &Outlet) -> Result<(), End> {
     tokio::select! {
         result = write => result.map_err(|_| End::Gone),
-        reason = outlet.close.closing() => Err(End::Close(reason)),
-        () = shutdown.cancelled() => Err(End::Close(GOING_AWAY)),
+        reason = outlet.closing() => Err(End::Close(reason)),
         () = sleep(WRITE_TIMEOUT) => {
             outlet.close_slow_consumer("write stalled");
             Err(End::Close(SLOW_CONSUMER))
