@@ -7,7 +7,7 @@
 //! bounded backlog is full is closed (4008) instead of slowing anyone else.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -18,7 +18,7 @@ use dashmap::DashMap;
 use tokio::net::TcpStream;
 
 use crate::{
-    store::ClientId,
+    store::{ClientId, TopicSet},
     ws::{Outlet, PendingWrites, Writer},
 };
 use switchboard_protocol::{CLOSE_SLOW_CONSUMER, CLOSE_UNREGISTERED};
@@ -57,7 +57,7 @@ pub struct ConnHandle {
 #[derive(Default)]
 struct LocalClient {
     conns: Vec<Arc<ConnHandle>>,
-    topics: HashSet<String>,
+    topics: TopicSet,
     /// Bumped by every subscription change applied here; see [`Hub::sync_topics`].
     generation: u64,
 }
@@ -139,22 +139,20 @@ impl Hub {
         if local.generation != generation {
             return Err(local.generation);
         }
-        let stored: HashSet<String> = stored.into_iter().collect();
-        for topic in local.topics.difference(&stored) {
+        let stored = TopicSet::from(stored);
+        for topic in local.topics.iter().filter(|topic| !stored.contains(topic)) {
             for conn in &local.conns {
                 self.remove_from_topic(topic, conn.id);
             }
         }
-        for topic in stored.difference(&local.topics) {
+        for topic in stored.iter().filter(|topic| !local.topics.contains(topic)) {
             let mut subscribers = self.topics.entry(topic.clone()).or_default();
             for conn in &local.conns {
                 subscribers.insert(conn.id, conn.clone());
             }
         }
         local.topics = stored;
-        let mut topics: Vec<String> = local.topics.iter().cloned().collect();
-        topics.sort();
-        Ok(topics)
+        Ok(local.topics.to_vec())
     }
 
     /// Removes a connection that ended; it takes no delivery from now on. Safe to call for one
@@ -231,7 +229,7 @@ impl Hub {
         };
         local.generation += 1;
         for topic in topics {
-            if local.topics.insert(topic.clone()) {
+            if local.topics.insert(topic) {
                 let mut subscribers = self.topics.entry(topic.clone()).or_default();
                 for conn in &local.conns {
                     subscribers.insert(conn.id, conn.clone());

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use dashmap::{DashMap, Entry};
 
 use super::{
-    Client, ClientId, PeerAddr, Store, StoreError, StoreResult, TopicInfo, generated_name,
+    Client, ClientId, PeerAddr, Store, StoreError, StoreResult, TopicInfo, TopicSet, generated_name,
 };
 
 #[derive(Default)]
@@ -22,26 +22,7 @@ struct State {
 
 struct ClientRecord {
     name: String,
-    /// Sorted, without duplicates. A client has few topics: a Vec holds one in 24 bytes where a
-    /// B-tree node takes ~280 (every registered client pays for this).
-    topics: Vec<String>,
-}
-
-impl ClientRecord {
-    fn add_topic(&mut self, topic: &str) {
-        if let Err(at) = self.topics.binary_search_by(|held| held.as_str().cmp(topic)) {
-            if self.topics.len() < 8 {
-                self.topics.reserve_exact(1);
-            }
-            self.topics.insert(at, topic.to_owned());
-        }
-    }
-
-    fn remove_topic(&mut self, topic: &str) {
-        if let Ok(at) = self.topics.binary_search_by(|held| held.as_str().cmp(topic)) {
-            self.topics.remove(at);
-        }
-    }
+    topics: TopicSet,
 }
 
 /// One lock over all records keeps multi-record changes atomic; every critical section is a few
@@ -83,13 +64,13 @@ impl State {
                     if let Some(subscribers) = subscribers {
                         subscribers.insert(id);
                     }
-                    record.add_topic(topic);
+                    record.topics.insert(topic);
                 }
                 Change::Unsubscribe => {
                     if let Some(subscribers) = subscribers {
                         subscribers.remove(&id);
                     }
-                    record.remove_topic(topic);
+                    record.topics.remove(topic);
                 }
             }
         }
@@ -121,7 +102,7 @@ impl Store for MemoryStore {
         };
         let id = Uuid::new_v4();
         state.names.insert(name.clone(), id);
-        state.clients.insert(id, ClientRecord { name: name.clone(), topics: Vec::new() });
+        state.clients.insert(id, ClientRecord { name: name.clone(), topics: TopicSet::default() });
         Ok(Client { id, name })
     }
 
@@ -167,7 +148,7 @@ impl Store for MemoryStore {
             state.topics.remove(name).ok_or_else(|| StoreError::TopicNotFound(name.to_owned()))?;
         for id in &subscribers {
             if let Some(record) = state.clients.get_mut(id) {
-                record.remove_topic(name);
+                record.topics.remove(name);
             }
         }
         Ok(subscribers.into_iter().collect())

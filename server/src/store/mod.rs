@@ -23,6 +23,67 @@ pub struct Client {
     pub name: String,
 }
 
+/// A client's topics: sorted, without duplicates. A client has few topics, and every client
+/// (registered, and connected) holds a set: a Vec holds one topic in 24 bytes where a B-tree
+/// node takes ~280 and a hash set ~100.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TopicSet(Vec<String>);
+
+impl TopicSet {
+    /// Adds `topic`; false when it was there.
+    pub fn insert(&mut self, topic: &str) -> bool {
+        let Err(at) = self.find(topic) else {
+            return false;
+        };
+        if self.0.len() < 8 {
+            // Grow one at a time while small: no room kept for topics never added.
+            self.0.reserve_exact(1);
+        }
+        self.0.insert(at, topic.to_owned());
+        true
+    }
+
+    /// Removes `topic`; false when it was not there.
+    pub fn remove(&mut self, topic: &str) -> bool {
+        self.find(topic).map(|at| self.0.remove(at)).is_ok()
+    }
+
+    pub fn contains(&self, topic: &str) -> bool {
+        self.find(topic).is_ok()
+    }
+
+    pub fn iter(&self) -> std::slice::Iter<'_, String> {
+        self.0.iter()
+    }
+
+    /// The topics, sorted.
+    pub fn to_vec(&self) -> Vec<String> {
+        self.0.clone()
+    }
+
+    fn find(&self, topic: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|held| held.as_str().cmp(topic))
+    }
+}
+
+impl From<Vec<String>> for TopicSet {
+    fn from(mut topics: Vec<String>) -> Self {
+        topics.sort_unstable();
+        topics.dedup();
+        topics.shrink_to_fit();
+        TopicSet(topics)
+    }
+}
+
+impl<'a> IntoIterator for &'a TopicSet {
+    type Item = &'a String;
+    type IntoIter = std::slice::Iter<'a, String>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
 /// A topic and how many clients are subscribed to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicInfo {
