@@ -2,7 +2,11 @@
 //! what waits when the socket pushed back, and closes with the right code when told to (see
 //! [`super::keepalive`] for pings and shutdown).
 
-use std::{future::Future, sync::Arc};
+use std::{
+    future::{Future, poll_fn},
+    sync::Arc,
+    task::Poll,
+};
 
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -11,6 +15,7 @@ use super::{
     Frame,
     decode::Incoming,
     keepalive::closed_if_shutting_down,
+    outlet::Attention,
     socket::{End, Socket, Upgrade, drain, finish},
 };
 use crate::{
@@ -78,16 +83,19 @@ impl Connection {
 
     async fn pump(&mut self) -> End {
         loop {
-            // Two branches and no timer: what an idle connection's task holds is this select.
-            let written = tokio::select! {
-                biased;
-                () = self.conn.outlet.attention() => match self.conn.outlet.close_reason() {
-                    Some(reason) => return End::Close(reason),
-                    // Deliveries are written by the fan-out; this task writes only when the
-                    // socket pushed back (or is TLS).
-                    None => Box::pin(drain(&mut self.socket)).await,
-                },
-                incoming = self.socket.next() => {
+            // One poll function over the outlet's flags and the socket, no timer: this is all
+            // an idle connection's task holds.
+            let event = poll_fn(|cx| match self.conn.outlet.poll_attention(cx) {
+                Poll::Ready(attention) => Poll::Ready(Event::Attention(attention)),
+                Poll::Pending => self.socket.poll_next(cx).map(Event::Incoming),
+            })
+            .await;
+            let written = match event {
+                Event::Attention(Attention::Close(reason)) => return End::Close(reason),
+                // Deliveries are written by the fan-out; this task writes only when the socket
+                // pushed back (or is TLS).
+                Event::Attention(Attention::Write) => Box::pin(drain(&mut self.socket)).await,
+                Event::Incoming(incoming) => {
                     let reply = match incoming {
                         None => return End::Gone,
                         Some(Ok(Incoming::Text(text))) => Box::pin(self.answer(&text)).await,
@@ -164,6 +172,12 @@ impl Connection {
             Err(err) => error_frame(reference, err.code(), &err.to_string()),
         }
     }
+}
+
+/// What woke a connection's task.
+enum Event {
+    Attention(Attention),
+    Incoming(Option<Result<Incoming, End>>),
 }
 
 fn error_frame(

@@ -64,8 +64,9 @@ impl DecodeError {
 pub(super) struct Decoder {
     /// Bytes of a frame not yet complete.
     partial: BytesMut,
-    /// A fragmented message in progress: its opcode and the payload so far.
-    message: Option<(u8, Vec<u8>)>,
+    /// A fragmented message in progress: its opcode and the payload so far. Boxed: rare, and
+    /// every socket has a decoder.
+    message: Option<Box<(u8, Vec<u8>)>>,
     max_message: usize,
 }
 
@@ -208,7 +209,8 @@ impl Decoder {
             }
             // A new text or binary message (no other opcode passes the header check).
             (_, None) => (header.opcode, payload),
-            (_, Some((opcode, mut data))) => {
+            (_, Some(message)) => {
+                let (opcode, mut data) = *message;
                 if data.len() + payload.len() > self.max_message {
                     return Err(DecodeError::TooBig);
                 }
@@ -217,7 +219,7 @@ impl Decoder {
             }
         };
         if !header.fin {
-            self.message = Some((opcode, payload));
+            self.message = Some(Box::new((opcode, payload)));
             return Ok(None);
         }
         Ok(Some(match opcode {

@@ -7,23 +7,22 @@
 
 use std::{
     collections::VecDeque,
+    future::poll_fn,
     io::{self, IoSlice},
     sync::{
         Arc, OnceLock,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
+    task::{Context, Poll},
 };
 
 use bytes::{Buf, Bytes};
 use dashmap::DashMap;
+use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
 use poem::Upgraded;
 use switchboard_protocol::CLOSE_PING_TIMEOUT;
-use tokio::{
-    io::AsyncWriteExt,
-    net::TcpStream,
-    sync::{Notify, mpsc},
-};
+use tokio::{io::AsyncWriteExt, net::TcpStream, sync::mpsc};
 
 use super::Frame;
 use crate::hub::{CloseReason, SLOW_CONSUMER};
@@ -34,6 +33,14 @@ const BATCH: usize = 64;
 /// Why a socket whose writes failed ends; never sent (the socket is gone).
 const LOST: CloseReason = CloseReason { code: 1006, reason: "connection lost" };
 
+/// Why a socket's task is wanted.
+pub enum Attention {
+    /// Close with this reason.
+    Close(CloseReason),
+    /// Write what waits in the backlog.
+    Write,
+}
+
 /// Why a socket that did not answer a ping in time is closed.
 pub const PING_TIMEOUT: CloseReason =
     CloseReason { code: CLOSE_PING_TIMEOUT, reason: "ping timeout" };
@@ -43,9 +50,11 @@ pub const PING_TIMEOUT: CloseReason =
 pub struct Outlet {
     direct: Option<Arc<TcpStream>>,
     backlog: Mutex<Backlog>,
-    /// Wakes the socket's task: it has frames to write, or is to close (see
-    /// [`Outlet::attention`]). One waiter, so a wake before it waits is kept.
-    wake: Notify,
+    /// The socket's task, woken when it has frames to write or is to close (see
+    /// [`Outlet::poll_attention`]).
+    task: AtomicWaker,
+    /// The socket's task has frames to write.
+    write_wanted: AtomicBool,
     /// Why the socket is to close; set once, the first reason wins.
     closed: OnceLock<CloseReason>,
     /// Pinged, and nothing heard from the peer since.
@@ -136,7 +145,8 @@ impl Outlet {
         Arc::new(Outlet {
             direct,
             backlog: Mutex::new(backlog),
-            wake: Notify::new(),
+            task: AtomicWaker::new(),
+            write_wanted: AtomicBool::new(false),
             closed: OnceLock::new(),
             awaiting_pong: AtomicBool::new(false),
             bound: bound.max(1),
@@ -153,7 +163,7 @@ impl Outlet {
         if backlog.frames.is_empty() {
             backlog.task_writes = self.direct.is_none();
         } else {
-            self.wake.notify_one();
+            self.wake_writer();
         }
     }
 
@@ -166,7 +176,7 @@ impl Outlet {
         }
         backlog.frames.push_back(frame);
         if backlog.task_writes && backlog.frames.len() == 1 {
-            self.wake.notify_one();
+            self.wake_writer();
         }
         true
     }
@@ -233,7 +243,7 @@ impl Outlet {
             Progress::Empty => {}
             Progress::Blocked => {
                 backlog.task_writes = true;
-                self.wake.notify_one();
+                self.wake_writer();
             }
             Progress::Failed(err) => {
                 tracing::debug!(%err, "write failed");
@@ -249,7 +259,7 @@ impl Outlet {
     pub fn close(&self, reason: CloseReason) -> bool {
         let first = self.closed.set(reason).is_ok();
         if first {
-            self.wake.notify_one();
+            self.task.wake();
         }
         first
     }
@@ -259,16 +269,14 @@ impl Outlet {
         self.closed.get().copied()
     }
 
-    /// Resolves once [`close`](Self::close) was called (in the socket's task, the one waiter).
+    /// Resolves once [`close`](Self::close) was called (in the socket's task: one task waits).
     pub async fn closing(&self) -> CloseReason {
-        loop {
-            // Made before the check: a close in between still wakes it.
-            let woken = self.wake.notified();
-            if let Some(reason) = self.close_reason() {
-                return reason;
-            }
-            woken.await;
-        }
+        poll_fn(|cx| {
+            // Registered before the check: a close in between still wakes it.
+            self.task.register(cx.waker());
+            self.close_reason().map_or(Poll::Pending, Poll::Ready)
+        })
+        .await
     }
 
     /// Closes the socket with 4008 because it does not keep up (`why`); counted once.
@@ -279,10 +287,30 @@ impl Outlet {
         }
     }
 
-    /// Resolves when the socket's task is wanted: it is to close
-    /// ([`close_reason`](Self::close_reason)), or has frames to write ([`Outlet::drain`]).
-    pub async fn attention(&self) {
-        self.wake.notified().await;
+    /// Whether the socket's task is wanted (polled in that task): it is to close, or has frames
+    /// to write ([`Outlet::drain`]). A flag and a waker, so an idle socket's task holds no
+    /// future for it.
+    pub fn poll_attention(&self, cx: &mut Context<'_>) -> Poll<Attention> {
+        self.task.register(cx.waker());
+        if let Some(reason) = self.close_reason() {
+            return Poll::Ready(Attention::Close(reason));
+        }
+        // Read first: most polls find it clear.
+        if self.write_wanted.load(Ordering::Acquire)
+            && self.write_wanted.swap(false, Ordering::AcqRel)
+        {
+            return Poll::Ready(Attention::Write);
+        }
+        Poll::Pending
+    }
+
+    pub async fn attention(&self) -> Attention {
+        poll_fn(|cx| self.poll_attention(cx)).await
+    }
+
+    fn wake_writer(&self) {
+        self.write_wanted.store(true, Ordering::Release);
+        self.task.wake();
     }
 
     /// One keep-alive round: a socket that sent nothing since its last ping is closed (ping

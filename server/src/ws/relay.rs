@@ -16,6 +16,7 @@ use super::{
     Frame, WsSettings,
     decode::Incoming,
     keepalive::closed_if_shutting_down,
+    outlet::Attention,
     socket::{End, Socket, Upgrade, drain, finish, send_frames},
 };
 use crate::{
@@ -126,10 +127,10 @@ impl Peer {
             }
             let result = tokio::select! {
                 biased;
-                () = self.me.outlet.attention() => match self.me.outlet.close_reason() {
-                    Some(reason) => return End::Close(reason),
+                attention = self.me.outlet.attention() => match attention {
+                    Attention::Close(reason) => return End::Close(reason),
                     // The socket pushed back: write what waits before taking more.
-                    None => Box::pin(drain(socket)).await,
+                    Attention::Write => Box::pin(drain(socket)).await,
                 },
                 item = queue.recv() => match item {
                     Some(item) => self.handle(item, queue).await,

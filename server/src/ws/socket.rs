@@ -12,6 +12,7 @@ use std::{
     time::Duration,
 };
 
+use futures_util::{FutureExt, future::Either};
 use poem::{
     Request, Response, Upgraded,
     http::{HeaderMap, StatusCode, header},
@@ -64,7 +65,7 @@ impl Upgrade {
     /// The socket, writing through `outlet` (made with [`Upgrade::direct`]).
     pub fn into_socket(self, outlet: Arc<Outlet>) -> Socket {
         let mut socket = Socket {
-            stream: Some(SyncWrapper::new(self.io)),
+            stream: Some(Box::new(SyncWrapper::new(self.io))),
             decoder: Decoder::new(self.max_message_bytes),
             ready: VecDeque::new(),
             outlet,
@@ -85,8 +86,9 @@ impl Upgrade {
 /// A server socket: what the peer sends is read and decoded here; every write goes through
 /// its [`Outlet`].
 pub(super) struct Socket {
-    /// The upgraded stream, kept only when there is no direct socket (TLS).
-    stream: Option<SyncWrapper<Upgraded>>,
+    /// The upgraded stream, kept only when there is no direct socket (TLS); boxed, as most
+    /// sockets have none.
+    stream: Option<Box<SyncWrapper<Upgraded>>>,
     decoder: Decoder,
     /// Decoded, not yet taken.
     ready: VecDeque<Incoming>,
@@ -104,7 +106,7 @@ impl Socket {
         poll_fn(|cx| self.poll_next(cx)).await
     }
 
-    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Incoming, End>>> {
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Incoming, End>>> {
         loop {
             if let Some(incoming) = self.ready.pop_front() {
                 if self.ready.is_empty() {
@@ -184,7 +186,7 @@ impl Socket {
 
     /// Writes what waits in the outlet until it is empty (see [`Outlet::drain`]).
     async fn drain_all(&mut self) -> io::Result<()> {
-        self.outlet.drain(self.stream.as_mut().map(SyncWrapper::get_mut)).await
+        self.outlet.drain(self.stream.as_deref_mut().map(SyncWrapper::get_mut)).await
     }
 }
 
@@ -209,12 +211,16 @@ where
         .as_ref()
         .and_then(|sockets| sockets.find(req.local_addr(), req.remote_addr()));
     let max_message_bytes = settings.max_message_bytes;
-    settings.tasks.spawn(async move {
-        match on_upgrade.await {
-            Ok(io) => serve(Upgrade { io, direct, max_message_bytes }).await,
-            Err(err) => tracing::debug!(%err, "WebSocket upgrade failed"),
+    // A combinator, not an async block: an async block keeps what it captured for as long as
+    // it runs, and every idle connection's task would carry that.
+    let connection = on_upgrade.then(move |upgraded| match upgraded {
+        Ok(io) => Either::Left(serve(Upgrade { io, direct, max_message_bytes })),
+        Err(err) => {
+            tracing::debug!(%err, "WebSocket upgrade failed");
+            Either::Right(std::future::ready(()))
         }
     });
+    settings.tasks.spawn(connection);
     Ok(Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
         .header(header::CONNECTION, "upgrade")
