@@ -12,6 +12,13 @@ use tracing_subscriber::EnvFilter;
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// jemalloc's options, read at its start (`_RJEM_MALLOC_CONF` in the environment overrides
+/// them). One arena: with an arena per thread, each kept its own partly used pages of the
+/// connections it set up (idle 1.97 -> 1.78 KiB per connection at 19,000); the hot path hardly
+/// allocates, and the per-thread caches keep the arena's lock off it.
+#[unsafe(export_name = "_rjem_malloc_conf")]
+static JEMALLOC_OPTIONS: &[u8; 10] = b"narenas:1\0";
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = Config::parse();
