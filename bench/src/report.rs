@@ -243,21 +243,23 @@ const LIMITS: &str = "## What limits these figures
   their fan-out loop; what remains on top of the kernel is the per-socket hand-over (a lock, a
   queue push, one reference count) and tokio's readiness check per write.
 - Saturated, every server writes a socket's waiting frames in one write; Switchboard's
-  publishers may run up to 32 deliveries ahead of its writer, which buys throughput (more frames
-  per write) with latency.
-- Switchboard's memory per idle connection is a tokio task (a 0.7 KB future in a 0.9 KiB
-  cache-aligned cell: the select over shutdown, close, write-wanted, read and the ping timer),
-  the connection's state (~0.27 KiB: socket, decoder, client), tokio's I/O registration
-  (~0.25 KiB), the ping timer's entry, the outlet, hub entries and the registration below. Sockets
-  decode client frames themselves, reading into a buffer on the polling stack, so an idle socket
-  keeps no read buffer. The allocator is jemalloc: glibc's malloc left ~2.8 KiB per connection in
-  fragments between the handshake's short-lived buffers (6.1 against 3.3 KiB).
-  uWebSockets.js keeps ~1 KiB of C state per socket and no task.
+  publishers may run up to 4 deliveries ahead of its writer (32 gave fewer deliveries/s at more
+  CPU each in A/B runs). Saturated latency is mostly frames waiting for the agents, which get
+  less CPU the more the server delivers.
+- Switchboard's memory per idle connection is a tokio task (its future is one poll function
+  over the outlet's flags and the socket: no timer and no shutdown wait, since one keep-alive
+  task per node pings every socket and closes them all at shutdown), the connection's state
+  (socket, decoder, client), tokio's I/O registration (~0.25 KiB), the outlet (backlog, waker,
+  close flag), the hub's entries and the registration below. Sockets decode client frames
+  themselves, reading into a buffer on the polling stack, so an idle socket keeps no read
+  buffer. The allocator is jemalloc with one arena: glibc's malloc left ~2.8 KiB per connection
+  in fragments between the handshake's short-lived buffers (6.1 against 3.3 KiB when measured),
+  and an arena per thread ~0.2 KiB (1.97 against 1.78). uWebSockets.js keeps ~1 KiB of C state
+  per socket and no task.
 - Three nodes on Redis in the shootout run with Redis and the agents on the same two cores; every
   delivery is one write per socket unless a socket's frames pile up, so past ~20,000 clients the
   cores, not a queue, set the time until every client has a message.
 - Memory per connection for Switchboard includes the client's registration (its record in the
-  store and the hub's view of its topics, ~0.6 KiB) besides the socket: the peers have no
-  registration.
+  store and the hub's view of its topics) besides the socket: the peers have no registration.
 - Runs vary by 10-30% on this shared VM; compare targets within one run, not across runs.
 ";
