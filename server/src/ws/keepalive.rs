@@ -7,8 +7,10 @@ use std::{sync::Arc, time::Duration};
 use tokio::time::{MissedTickBehavior, interval};
 use tokio_util::sync::CancellationToken;
 
-use super::{Outlet, socket::GOING_AWAY};
-use crate::node::Node;
+use super::Outlet;
+use crate::{hub::CloseReason, node::Node};
+
+const GOING_AWAY: CloseReason = CloseReason { code: 1001, reason: "server shutting down" };
 
 /// A round is spread over this many ticks, each pinging the sockets numbered alike modulo it,
 /// so the pings (and the pongs they bring back) do not all come at once.

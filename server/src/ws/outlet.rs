@@ -42,8 +42,7 @@ pub enum Attention {
 }
 
 /// Why a socket that did not answer a ping in time is closed.
-pub const PING_TIMEOUT: CloseReason =
-    CloseReason { code: CLOSE_PING_TIMEOUT, reason: "ping timeout" };
+const PING_TIMEOUT: CloseReason = CloseReason { code: CLOSE_PING_TIMEOUT, reason: "ping timeout" };
 
 /// One socket's writes: its direct socket (plain TCP), its backlog, how it is closed, and
 /// whether it answered its last ping. Every socket has one, so it holds no more than that.

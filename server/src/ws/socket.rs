@@ -1,6 +1,6 @@
 //! What every server socket shares, client connections and relay peers alike: the handshake,
-//! reading and decoding client frames without a buffer of its own, guarded writes through the
-//! outlet, pings, and closing with the right code.
+//! reading and decoding client frames without a buffer of its own (answering pings), guarded
+//! writes through the outlet, and closing with the right code.
 
 use std::{
     collections::VecDeque,
@@ -42,9 +42,6 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Bytes read at once, into a buffer on the reading task's stack (not kept while idle).
 const READ_CHUNK: usize = 8 * 1024;
-
-pub(super) const GOING_AWAY: CloseReason =
-    CloseReason { code: 1001, reason: "server shutting down" };
 
 /// How a socket's task ends: closed by us with a reason, or already gone (or closed by the
 /// peer, whose close was answered).
