@@ -4,6 +4,7 @@
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
+    os::fd::AsFd,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -13,7 +14,6 @@ use std::{
 
 use anyhow::{Context, Result, anyhow, bail};
 use futures_util::{SinkExt, StreamExt};
-use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::{
     io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
@@ -26,7 +26,7 @@ use tokio_tungstenite::{
 };
 
 use crate::{
-    marker,
+    receiver::{Log, Receiver},
     target::{API_KEY, TOPIC, Target},
 };
 
@@ -92,12 +92,6 @@ impl Receipts {
     }
 }
 
-/// One subscriber's receipts: (sequence, latency µs, receive time µs).
-#[derive(Default)]
-struct Log {
-    receipts: Mutex<Vec<(u64, u64, u64)>>,
-}
-
 type Socket = WebSocketStream<tokio::net::TcpStream>;
 
 struct Agent {
@@ -105,18 +99,19 @@ struct Agent {
     http: reqwest::Client,
     logs: Vec<Arc<Log>>,
     received: Arc<AtomicU64>,
-    readers: JoinSet<()>,
+    receiver: Receiver,
 }
 
 /// Runs an agent: commands from stdin, replies to stdout, until stdin ends.
 pub async fn run(spec: AgentSpec) -> Result<()> {
     crate::raise_file_limit();
+    let received = Arc::new(AtomicU64::new(0));
     let mut agent = Agent {
         spec,
         http: crate::http_client()?,
         logs: Vec::new(),
-        received: Arc::new(AtomicU64::new(0)),
-        readers: JoinSet::new(),
+        receiver: Receiver::start(received.clone())?,
+        received,
     };
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     let mut out = tokio::io::stdout();
@@ -133,7 +128,7 @@ pub async fn run(spec: AgentSpec) -> Result<()> {
             }
         }
     }
-    agent.readers.abort_all();
+    drop(agent);
     Ok(())
 }
 
@@ -173,7 +168,11 @@ impl Agent {
             };
             let log = Arc::new(Log::default());
             self.logs.push(log.clone());
-            self.readers.spawn(read(socket, log, self.received.clone()));
+            // The receiver reads a duplicate of the socket; dropping tungstenite's closes only
+            // the original descriptor. Nothing is buffered in it: the server sends nothing
+            // after the subscribe ack (or, for a peer, after the handshake) until a publish.
+            let socket = std::net::TcpStream::from(socket.get_ref().as_fd().try_clone_to_owned()?);
+            self.receiver.add(socket, log)?;
             if self.logs.len() - last_report >= 500 {
                 last_report = self.logs.len();
                 reply(out, &Reply::Progress { connected: last_report }).await?;
@@ -225,23 +224,6 @@ impl Agent {
         }
         self.received.fetch_sub(receipts.deliveries.min(received()), Ordering::Relaxed);
         receipts
-    }
-}
-
-/// Counts what one subscriber receives, until its socket ends.
-async fn read(mut socket: Socket, log: Arc<Log>, received: Arc<AtomicU64>) {
-    while let Some(Ok(message)) = socket.next().await {
-        let bytes: &[u8] = match &message {
-            Message::Text(text) => text.as_bytes(),
-            Message::Binary(bytes) => bytes,
-            Message::Close(_) => break,
-            _ => continue,
-        };
-        if let Some((seq, sent_us)) = marker::parse(bytes) {
-            let now = marker::now_us();
-            log.receipts.lock().push((seq, now.saturating_sub(sent_us), now));
-            received.fetch_add(1, Ordering::Relaxed);
-        }
     }
 }
 

@@ -4,7 +4,8 @@
 //! - `workload/`: the subcommands (`fanout`, `idle`, `shootout`, `relay`) and the driver that
 //!   runs one against one or several targets, then prints a table and writes JSON and a chart.
 //! - `target`: starts and stops the servers under test (Switchboard nodes, Redis, the peers).
-//! - `agent`: a client process holding a share of the subscribers; `fleet` drives the agents.
+//! - `agent`: a client process holding a share of the subscribers, read by its `receiver`
+//!   thread; `fleet` drives the agents.
 //! - `publisher`: HTTP publishes at a rate or saturating; `marker`: the sequence number and send
 //!   time each payload carries; `stats`: percentiles; `procstat`: CPU and memory from /proc.
 //! - `table`, `chart`: text/Markdown tables and SVG charts; `report`: docs/performance.md.
@@ -15,6 +16,7 @@ pub mod fleet;
 pub mod marker;
 pub mod procstat;
 pub mod publisher;
+pub mod receiver;
 pub mod report;
 pub mod stats;
 pub mod table;
