@@ -198,8 +198,8 @@ impl Hub {
         let mut pending = PendingWrites::default();
         let delivered = self.deliver_into(target, frame, &mut pending);
         match &self.writer {
-            Some(writer) => writer.write(pending).await,
-            None => drop(pending),
+            Some(writer) if delivered > 0 => writer.write(pending).await,
+            _ => drop(pending),
         }
         delivered
     }

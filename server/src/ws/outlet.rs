@@ -449,10 +449,13 @@ impl Drop for PendingWrites {
 }
 
 /// Most deliveries waiting for the [`Writer`]: past that a publisher waits, and a delivery from
-/// another node is written where it was made. Short: saturated fan-out measured 1.42-1.55M
-/// deliveries/s at 0.60-0.64 µs each with 4, and 1.18-1.31M at 0.71-0.77 µs with 32
-/// (`switchboard-bench fanout --rate 0 --seconds 10`, three runs each).
-const WRITER_QUEUE: usize = 4;
+/// another node is written where it was made. So a socket's backlog holds at most about this
+/// many frames more than the publishes in progress. Saturated fan-out
+/// (`switchboard-bench fanout --rate 0 --seconds 10`, two runs each): 1.20M deliveries/s at
+/// 0.87 µs each with 4, 1.32-1.48M at 0.72-0.80 µs with 32, 1.35-1.37M with 64; p99 45-53 ms
+/// for all three. With the earlier, slower agents 4 was best: their sockets filled up, and the
+/// frames coalesced there.
+const WRITER_QUEUE: usize = 32;
 
 /// The task that writes delivered frames out. While it writes one delivery's sockets, the
 /// deliveries made meanwhile add their frames to the sockets it has not reached yet, so under
@@ -479,10 +482,10 @@ impl Writer {
     /// Has `pending` written; waits while the writer is [`WRITER_QUEUE`] deliveries behind (a
     /// publisher cannot outrun the sockets).
     pub async fn write(&self, pending: PendingWrites) {
-        if !pending.is_empty() {
-            // Refused only once the writing task is gone: dropping the job writes it here.
-            let _ = self.jobs.send(pending).await;
-        }
+        // Sent even when empty (every recipient already waits for the writer): it still takes
+        // a place in the queue, so a publisher cannot pile frames up faster than it writes.
+        // Refused only once the writing task is gone: dropping the job writes it here.
+        let _ = self.jobs.send(pending).await;
     }
 
     /// Has `pending` written without waiting for it.
