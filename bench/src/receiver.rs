@@ -114,12 +114,16 @@ fn read_loop(
                                 eprintln!("receiver: register failed: {err}");
                                 continue;
                             }
-                            let subscriber = Subscriber {
+                            let mut subscriber = Subscriber {
                                 stream,
                                 log,
                                 partial: Vec::new(),
                                 fragments: Vec::new(),
                             };
+                            // A ping read together with the subscribe ack stayed in the
+                            // dropped reader, unanswered: an unsolicited pong (RFC 6455 5.5.3)
+                            // tells the server this socket is alive all the same.
+                            subscriber.pong(&[]);
                             if slot == subscribers.len() {
                                 subscribers.push(Some(subscriber));
                             } else {
