@@ -133,8 +133,10 @@ pub async fn run(report: Report) -> Result<()> {
     )?;
     doc += &section(&shootout, &all, "shootout").await?;
 
-    let cluster_steps: Vec<usize> =
-        [10_000, 20_000, 30_000, 40_000].iter().map(|&c| report.clients(c)).collect();
+    let cluster_steps: Vec<usize> = [10_000, 20_000, 25_000, 30_000, 35_000, 40_000]
+        .iter()
+        .map(|&c| report.clients(c))
+        .collect();
     let cluster_shootout = Shootout {
         common: report.common("shootout-cluster", 3),
         steps: cluster_steps.clone(),
@@ -220,7 +222,11 @@ const METHOD: &str = "## Method
   (`bench/peers/*.js`, ~40 lines each: `/sub/<topic>` WebSocket, `POST /pub/<topic>`).
 - Subscribers live in separate client processes (agents, at most 15,000 sockets each, each from
   its own 127.0.0.x source address). For Switchboard each subscriber registers over HTTP,
-  connects and subscribes over its socket; for the peers it connects to the topic URL.
+  connects and subscribes over its socket; for the peers it connects to the topic URL. Once
+  open, an agent reads all its sockets from one thread and one epoll set (mio), parsing the
+  server's frames in place and reading each socket once per readiness, as an event-loop server
+  would: the earlier agents (a tokio-tungstenite task per socket) spent ~5 µs per message, as
+  much as the servers they measured.
 - The publisher posts over keep-alive HTTP; each payload carries a sequence number and its send
   time, found again in whatever envelope the server wraps it in. Latency is publish time to
   receive time (one clock, one machine); loss and duplicates are counted per subscriber.
@@ -233,19 +239,25 @@ const METHOD: &str = "## Method
 
 const LIMITS: &str = "## What limits these figures
 
-- Client and server share two cores: the agents' work (parsing every frame, timing it) competes
-  with the servers, so latency and saturated throughput partly measure the clients. CPU per
-  delivery counts only the server processes and is the fairest comparison here.
+- Client and server share two cores: the agents' work (reading every socket, timing every
+  frame) competes with the servers, so latency and saturated throughput partly measure the
+  clients. CPU per delivery counts only the server processes and is the fairest comparison here.
+  Cheaper agents changed the picture: a reader that keeps up is woken for every write (the
+  server's `send` pays for that wake-up), so a server gets fewer frames per write than when the
+  reader lagged and its socket filled up.
 - On loopback the kernel runs the receiver's TCP path inside the sender's `send` call, so most
   of every server's CPU per delivery is the kernel (perf at 25 publishes/s: ~89% of
   uWebSockets.js's CPU and ~83% of Switchboard's is under `send`/`sendmsg`). Switchboard writes
   each recipient's frames straight to its socket from one writer task, as the peers write from
   their fan-out loop; what remains on top of the kernel is the per-socket hand-over (a lock, a
   queue push, one reference count) and tokio's readiness check per write.
-- Saturated, every server writes a socket's waiting frames in one write; Switchboard's
-  publishers may run up to 4 deliveries ahead of its writer (32 gave fewer deliveries/s at more
-  CPU each in A/B runs). Saturated latency is mostly frames waiting for the agents, which get
-  less CPU the more the server delivers.
+- Saturated, every server writes a socket's waiting frames in one write; what sets the
+  deliveries per second is how many frames a write carries. uWebSockets.js handles publishes
+  and writes on one thread, draining every socket once per event-loop turn (~24 frames per
+  `send` measured with `perf stat`); Switchboard's writer task writes while publishes are
+  offered on the other core, up to 32 deliveries ahead of it (~15-20 frames per `writev`). The
+  cost per write is about the same for both (~11-12 µs, most of it the loopback receive path and
+  the reader's wake-up).
 - Switchboard's memory per idle connection is a tokio task (its future is one poll function
   over the outlet's flags and the socket: no timer and no shutdown wait, since one keep-alive
   task per node pings every socket and closes them all at shutdown), the connection's state
@@ -256,9 +268,10 @@ const LIMITS: &str = "## What limits these figures
   in fragments between the handshake's short-lived buffers (6.1 against 3.3 KiB when measured),
   and an arena per thread ~0.2 KiB (1.97 against 1.78). uWebSockets.js keeps ~1 KiB of C state
   per socket and no task.
-- Three nodes on Redis in the shootout run with Redis and the agents on the same two cores; every
-  delivery is one write per socket unless a socket's frames pile up, so past ~20,000 clients the
-  cores, not a queue, set the time until every client has a message.
+- Three nodes on Redis in the shootout run with Redis and the agents on the same two cores; at 10
+  publishes/s every delivery is one write per socket, so past ~30,000 clients the cores, not a
+  queue, set the time until every client has a message. With the earlier agents the agents used
+  as much CPU as the three nodes together and the cluster stopped at 10,000-20,000.
 - Memory per connection for Switchboard includes the client's registration (its record in the
   store and the hub's view of its topics) besides the socket: the peers have no registration.
 - Runs vary by 10-30% on this shared VM; compare targets within one run, not across runs.
