@@ -382,6 +382,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn publishers_wait_once_the_writer_is_a_full_queue_behind() {
+        use crate::ws::WRITER_QUEUE;
+        use futures_util::FutureExt;
+
+        let hub = Hub::new(4 * WRITER_QUEUE);
+        // Not open, so nothing is for the writer to write; each delivery still takes a place
+        // in its queue, or publishers would run ahead of it without bound.
+        let (conn, _) = hub.attach(Uuid::new_v4(), None);
+        // One thread, and no await yet: the writer task has not run.
+        for i in 0..WRITER_QUEUE {
+            let message = frame(&i.to_string());
+            let delivered = hub.deliver_written(&Target::Broadcast, &message);
+            assert_eq!(delivered.now_or_never(), Some(1), "delivery {i} found room");
+        }
+        let message = frame("over");
+        let mut over = std::pin::pin!(hub.deliver_written(&Target::Broadcast, &message));
+        assert_eq!((&mut over).now_or_never(), None, "one more waits for the writer");
+        assert_eq!(over.await, 1);
+        assert_eq!(waiting(&conn).len(), WRITER_QUEUE + 1);
+    }
+
+    #[tokio::test]
     async fn unregister_and_detach_leave_no_trace() {
         let hub = Hub::new(4);
         let client = Uuid::new_v4();

@@ -15,6 +15,8 @@ mod socket;
 
 pub use frame::Frame;
 pub use keepalive::keep_alive;
+#[cfg(test)]
+pub(crate) use outlet::WRITER_QUEUE;
 pub use outlet::{Outlet, PendingWrites, Writer, outlets_in_slice};
 pub use relay::upgrade as relay_upgrade;
 

@@ -455,7 +455,7 @@ impl Drop for PendingWrites {
 /// 0.87 µs each with 4, 1.32-1.48M at 0.72-0.80 µs with 32, 1.35-1.37M with 64; p99 45-53 ms
 /// for all three. With the earlier, slower agents 4 was best: their sockets filled up, and the
 /// frames coalesced there.
-const WRITER_QUEUE: usize = 32;
+pub(crate) const WRITER_QUEUE: usize = 32;
 
 /// The task that writes delivered frames out. While it writes one delivery's sockets, the
 /// deliveries made meanwhile add their frames to the sockets it has not reached yet, so under
