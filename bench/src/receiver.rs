@@ -104,32 +104,7 @@ fn read_loop(
             if event.token() == NEW_SOCKETS {
                 loop {
                     match incoming.try_recv() {
-                        Ok((socket, log)) => {
-                            let slot = free.pop().unwrap_or(subscribers.len());
-                            let mut stream = mio::net::TcpStream::from_std(socket);
-                            let registry = poll.registry();
-                            if let Err(err) =
-                                registry.register(&mut stream, Token(slot), Interest::READABLE)
-                            {
-                                eprintln!("receiver: register failed: {err}");
-                                continue;
-                            }
-                            let mut subscriber = Subscriber {
-                                stream,
-                                log,
-                                partial: Vec::new(),
-                                fragments: Vec::new(),
-                            };
-                            // A ping read together with the subscribe ack stayed in the
-                            // dropped reader, unanswered: an unsolicited pong (RFC 6455 5.5.3)
-                            // tells the server this socket is alive all the same.
-                            subscriber.pong(&[]);
-                            if slot == subscribers.len() {
-                                subscribers.push(Some(subscriber));
-                            } else {
-                                subscribers[slot] = Some(subscriber);
-                            }
-                        }
+                        Ok((socket, log)) => adopt(&poll, &mut subscribers, &mut free, socket, log),
                         Err(mpsc::TryRecvError::Empty) => break,
                         Err(mpsc::TryRecvError::Disconnected) => return,
                     }
@@ -146,6 +121,34 @@ fn read_loop(
                 free.push(slot);
             }
         }
+    }
+}
+
+/// Registers `socket` in a free slot of `subscribers` (its token) and starts reading it.
+fn adopt(
+    poll: &Poll,
+    subscribers: &mut Vec<Option<Subscriber>>,
+    free: &mut Vec<usize>,
+    socket: TcpStream,
+    log: Arc<Log>,
+) {
+    let slot = free.pop().unwrap_or(subscribers.len());
+    let mut stream = mio::net::TcpStream::from_std(socket);
+    if let Err(err) = poll.registry().register(&mut stream, Token(slot), Interest::READABLE) {
+        eprintln!("receiver: register failed: {err}");
+        if slot < subscribers.len() {
+            free.push(slot);
+        }
+        return;
+    }
+    let mut subscriber = Subscriber { stream, log, partial: Vec::new(), fragments: Vec::new() };
+    // A ping read together with the subscribe ack stayed in the dropped reader, unanswered: an
+    // unsolicited pong (RFC 6455 5.5.3) tells the server this socket is alive all the same.
+    subscriber.pong(&[]);
+    if slot == subscribers.len() {
+        subscribers.push(Some(subscriber));
+    } else {
+        subscribers[slot] = Some(subscriber);
     }
 }
 
