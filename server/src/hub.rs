@@ -73,12 +73,13 @@ pub struct HubStats {
 /// This node's live connections. Lock order where two maps are touched: `clients`, then
 /// `topics`, then `conns`; fan-out holds one shard at a time and never waits while holding it.
 pub struct Hub {
-    /// Every live connection, for broadcasts.
-    conns: DashMap<ConnId, Arc<ConnHandle>>,
+    /// Every live connection's outlet, for broadcasts. The maps a fan-out walks hold outlets
+    /// themselves, not [`ConnHandle`]s: one pointer less to follow per recipient.
+    conns: DashMap<ConnId, Arc<Outlet>>,
     /// Clients with at least one live connection here, with their subscriptions.
     clients: DashMap<ClientId, LocalClient>,
-    /// Topic to the live connections subscribed to it.
-    topics: DashMap<String, HashMap<ConnId, Arc<ConnHandle>>>,
+    /// Topic to the outlets of the live connections subscribed to it.
+    topics: DashMap<String, HashMap<ConnId, Arc<Outlet>>>,
     next_conn_id: AtomicU64,
     queue_bound: usize,
     /// Writes deliveries out; none outside a runtime (they are then written where made).
@@ -114,11 +115,11 @@ impl Hub {
         let mut local = self.clients.entry(client).or_default();
         local.conns.push(conn.clone());
         for topic in &local.topics {
-            self.topics.entry(topic.clone()).or_default().insert(conn.id, conn.clone());
+            self.topics.entry(topic.clone()).or_default().insert(conn.id, conn.outlet.clone());
         }
         let generation = local.generation;
         drop(local);
-        self.conns.insert(conn.id, conn.clone());
+        self.conns.insert(conn.id, conn.outlet.clone());
         (conn, generation)
     }
 
@@ -148,7 +149,7 @@ impl Hub {
         for topic in stored.iter().filter(|topic| !local.topics.contains(topic)) {
             let mut subscribers = self.topics.entry(topic.clone()).or_default();
             for conn in &local.conns {
-                subscribers.insert(conn.id, conn.clone());
+                subscribers.insert(conn.id, conn.outlet.clone());
             }
         }
         local.topics = stored;
@@ -209,11 +210,11 @@ impl Hub {
     fn deliver_into(&self, target: &Target, frame: &Frame, pending: &mut PendingWrites) -> usize {
         let delivered = match target {
             Target::Broadcast => {
-                self.conns.iter().filter(|conn| conn.outlet.offer(frame, pending)).count()
+                self.conns.iter().filter(|outlet| outlet.offer(frame, pending)).count()
             }
             Target::Topic(topic) => match self.topics.get(topic) {
                 Some(subscribers) => {
-                    subscribers.values().filter(|conn| conn.outlet.offer(frame, pending)).count()
+                    subscribers.values().filter(|outlet| outlet.offer(frame, pending)).count()
                 }
                 None => 0,
             },
@@ -232,7 +233,7 @@ impl Hub {
             if local.topics.insert(topic) {
                 let mut subscribers = self.topics.entry(topic.clone()).or_default();
                 for conn in &local.conns {
-                    subscribers.insert(conn.id, conn.clone());
+                    subscribers.insert(conn.id, conn.outlet.clone());
                 }
             }
         }
@@ -270,7 +271,7 @@ impl Hub {
 
     /// The outlets of the live connections whose id is `slice` modulo `slices`.
     pub fn outlets(&self, slice: u64, slices: u64) -> Vec<Arc<Outlet>> {
-        crate::ws::outlets_in_slice(&self.conns, slice, slices, |conn| &conn.outlet)
+        crate::ws::outlets_in_slice(&self.conns, slice, slices, |outlet| outlet)
     }
 
     /// The topic was deleted: nobody here receives it any more.

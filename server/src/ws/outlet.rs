@@ -9,6 +9,7 @@ use std::{
     collections::VecDeque,
     future::poll_fn,
     io::{self, IoSlice},
+    os::fd::{AsRawFd, BorrowedFd, RawFd},
     sync::{
         Arc, OnceLock,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -21,8 +22,13 @@ use dashmap::DashMap;
 use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
 use poem::Upgraded;
+use rustix::net::{SendAncillaryBuffer, SendFlags};
 use switchboard_protocol::CLOSE_PING_TIMEOUT;
-use tokio::{io::AsyncWriteExt, net::TcpStream, sync::mpsc};
+use tokio::{
+    io::{AsyncWriteExt, Interest},
+    net::TcpStream,
+    sync::mpsc,
+};
 
 use super::Frame;
 use crate::hub::{CloseReason, SLOW_CONSUMER};
@@ -47,7 +53,7 @@ const PING_TIMEOUT: CloseReason = CloseReason { code: CLOSE_PING_TIMEOUT, reason
 /// One socket's writes: its direct socket (plain TCP), its backlog, how it is closed, and
 /// whether it answered its last ping. Every socket has one, so it holds no more than that.
 pub struct Outlet {
-    direct: Option<Arc<TcpStream>>,
+    direct: Option<Direct>,
     backlog: Mutex<Backlog>,
     /// The socket's task, woken when it has frames to write or is to close (see
     /// [`Outlet::poll_attention`]).
@@ -80,6 +86,44 @@ struct Backlog {
     broken: bool,
 }
 
+/// A plain-TCP socket that others write to directly.
+struct Direct {
+    /// Owns the descriptor; its readiness is what the socket's task waits on.
+    tcp: Arc<TcpStream>,
+    /// `tcp`'s descriptor, read without following `tcp` (and tokio's readiness behind it) to
+    /// another cache line for each recipient of a fan-out.
+    fd: RawFd,
+}
+
+impl Direct {
+    fn new(tcp: Arc<TcpStream>) -> Direct {
+        let fd = tcp.as_raw_fd();
+        Direct { tcp, fd }
+    }
+
+    /// Sends `frames` straight to the socket (a raw system call, not a cancellation point).
+    /// Tokio's readiness is left as it was: the socket's task writes through
+    /// [`send_in_task`](Self::send_in_task), which clears it when the socket pushes back.
+    fn send(&self, frames: &[IoSlice<'_>]) -> io::Result<usize> {
+        // SAFETY: `tcp` owns the descriptor and lives as long as `self`.
+        let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
+        let sent = match frames {
+            [frame] => rustix::net::send(fd, frame, SendFlags::NOSIGNAL),
+            _ => {
+                let mut control = SendAncillaryBuffer::default();
+                rustix::net::sendmsg(fd, frames, &mut control, SendFlags::NOSIGNAL)
+            }
+        };
+        sent.map_err(io::Error::from)
+    }
+
+    /// Like [`send`](Self::send), for the socket's task: a socket that pushes back is marked
+    /// not writable, so the task's next wait for room really waits.
+    fn send_in_task(&self, frames: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.tcp.try_io(Interest::WRITABLE, || self.send(frames))
+    }
+}
+
 /// How far one attempt to write a backlog got.
 enum Progress {
     Empty,
@@ -102,18 +146,18 @@ impl Backlog {
         }
     }
 
-    /// Writes frames to `tcp` until none is left or the socket has no room.
-    fn write_to(&mut self, tcp: &TcpStream) -> Progress {
+    /// Writes frames with `send` until none is left or the socket has no room.
+    fn write_with(&mut self, send: impl Fn(&[IoSlice<'_>]) -> io::Result<usize>) -> Progress {
         loop {
             let result = match self.frames.len() {
                 0 => return Progress::Empty,
-                1 => tcp.try_write(&self.frames[0]),
+                1 => send(&[IoSlice::new(&self.frames[0])]),
                 count => {
                     let mut slices = [IoSlice::new(&[]); BATCH];
                     for (slice, frame) in slices.iter_mut().zip(&self.frames) {
                         *slice = IoSlice::new(frame);
                     }
-                    tcp.try_write_vectored(&slices[..count.min(BATCH)])
+                    send(&slices[..count.min(BATCH)])
                 }
             };
             match result {
@@ -142,7 +186,7 @@ impl Outlet {
     ) -> Arc<Outlet> {
         let backlog = Backlog { task_writes: true, ..Backlog::default() };
         Arc::new(Outlet {
-            direct,
+            direct: direct.map(Direct::new),
             backlog: Mutex::new(backlog),
             task: AtomicWaker::new(),
             write_wanted: AtomicBool::new(false),
@@ -214,9 +258,9 @@ impl Outlet {
         }
         if !backlog.task_writes
             && !backlog.pending
-            && let Some(tcp) = &self.direct
+            && let Some(direct) = &self.direct
         {
-            let progress = backlog.write_to(tcp);
+            let progress = backlog.write_with(|frames| direct.send(frames));
             self.settle(&mut backlog, progress);
         }
         Ok(())
@@ -229,8 +273,8 @@ impl Outlet {
         if backlog.task_writes {
             return;
         }
-        if let Some(tcp) = &self.direct {
-            let progress = backlog.write_to(tcp);
+        if let Some(direct) = &self.direct {
+            let progress = backlog.write_with(|frames| direct.send(frames));
             self.settle(&mut backlog, progress);
         }
     }
@@ -333,7 +377,7 @@ impl Outlet {
 
     /// The raw socket, on plain TCP.
     pub fn direct(&self) -> Option<&Arc<TcpStream>> {
-        self.direct.as_ref()
+        self.direct.as_ref().map(|direct| &direct.tcp)
     }
 
     /// Writes the backlog until it is empty, waiting for room as long as it takes (the caller
@@ -341,11 +385,11 @@ impl Outlet {
     /// writes to `stream`, the upgraded one.
     pub async fn drain(&self, stream: Option<&mut Upgraded>) -> io::Result<()> {
         match (&self.direct, stream) {
-            (Some(tcp), _) => loop {
+            (Some(direct), _) => loop {
                 {
                     let mut backlog = self.backlog.lock();
                     backlog.task_writes = true;
-                    match backlog.write_to(tcp) {
+                    match backlog.write_with(|frames| direct.send_in_task(frames)) {
                         Progress::Empty => {
                             backlog.task_writes = false;
                             // A socket that pushed back once keeps no room for frames while idle.
@@ -359,7 +403,7 @@ impl Outlet {
                         }
                     }
                 }
-                tcp.writable().await?;
+                direct.tcp.writable().await?;
             },
             (None, None) => Ok(()),
             (None, Some(io)) => loop {
@@ -418,7 +462,7 @@ pub fn outlets_in_slice<S>(
     sockets: &DashMap<u64, Arc<S>>,
     slice: u64,
     slices: u64,
-    outlet: impl Fn(&S) -> &Arc<Outlet>,
+    outlet: impl Fn(&Arc<S>) -> &Arc<Outlet>,
 ) -> Vec<Arc<Outlet>> {
     let mine = sockets.iter().filter(|entry| entry.key() % slices == slice);
     mine.map(|entry| outlet(entry.value()).clone()).collect()
