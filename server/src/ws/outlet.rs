@@ -15,6 +15,7 @@ use std::{
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
     task::{Context, Poll},
+    time::Duration,
 };
 
 use bytes::{Buf, Bytes};
@@ -494,17 +495,34 @@ impl Drop for PendingWrites {
 
 /// Most deliveries waiting for the [`Writer`]: past that a publisher waits, and a delivery from
 /// another node is written where it was made. So a socket's backlog holds at most about this
-/// many frames more than the publishes in progress. Saturated fan-out
-/// (`switchboard-bench fanout --rate 0 --seconds 10`, two runs each): 1.20M deliveries/s at
-/// 0.87 µs each with 4, 1.32-1.48M at 0.72-0.80 µs with 32, 1.35-1.37M with 64; p99 45-53 ms
-/// for all three. With the earlier, slower agents 4 was best: their sockets filled up, and the
-/// frames coalesced there.
-pub(crate) const WRITER_QUEUE: usize = 32;
+/// many frames more than the publishes in progress; it also bounds how many frames a socket
+/// gathers while the writer pauses ([`GATHER`]). Saturated fan-out with the pause
+/// (`switchboard-bench fanout --rate 0 --seconds 10`, two runs each; uWebSockets.js 1.83-1.86M
+/// deliveries/s at 0.53 µs, p99 46-48 ms in the same session):
+///
+/// | queue | deliveries/s | µs each | p99 ms |
+/// |---|---|---|---|
+/// | 8 | 1.94-1.95M | 0.44 | 46-57 |
+/// | 12 | 2.41-2.55M | 0.36-0.39 | 45-48 |
+/// | 16 | 2.63-2.89M | 0.34-0.37 | 48-68 |
+/// | 32 | 3.56-3.66M | 0.27-0.28 | 75-82 (2 ms pause) |
+///
+/// 12 is the most throughput whose p99 stays level with uWebSockets'.
+pub(crate) const WRITER_QUEUE: usize = 12;
 
-/// The task that writes delivered frames out. While it writes one delivery's sockets, the
-/// deliveries made meanwhile add their frames to the sockets it has not reached yet, so under
-/// load each socket gets several frames per write (as uWebSockets drains its sockets once per
-/// event-loop turn), and at a low rate each frame still leaves at once.
+/// How long the writer lets deliveries gather once it is behind (its last round took more than
+/// one): each socket's frames then leave in fewer, fuller writes, as uWebSockets writes once per
+/// event-loop turn. Without it the writer chased every publish and wrote ~6 frames per system
+/// call at saturation: 1.46-1.48M deliveries/s at 0.71-0.73 µs, against 2.41-2.55M at
+/// 0.36-0.39 µs with it (queue 12). A delivery that finds the writer idle is written at once,
+/// so at a low rate nothing waits.
+const GATHER: Duration = Duration::from_millis(1);
+
+/// The task that writes delivered frames out. While it writes one delivery's sockets (or
+/// pauses, once behind), the deliveries made meanwhile add their frames to the sockets it has
+/// not reached yet, so under load each socket gets several frames per write (as uWebSockets
+/// drains its sockets once per event-loop turn), and at a low rate each frame still leaves at
+/// once.
 pub struct Writer {
     jobs: mpsc::Sender<PendingWrites>,
 }
@@ -515,9 +533,13 @@ impl Writer {
         let (jobs, mut queue) = mpsc::channel::<PendingWrites>(WRITER_QUEUE);
         tokio::spawn(async move {
             let mut taken = Vec::new();
-            // Dropping a job writes it.
-            while queue.recv_many(&mut taken, 64).await > 0 {
+            while queue.recv_many(&mut taken, WRITER_QUEUE).await > 0 {
+                let behind = taken.len() > 1;
+                // Dropping a job writes it.
                 taken.clear();
+                if behind {
+                    tokio::time::sleep(GATHER).await;
+                }
             }
         });
         Writer { jobs }
