@@ -250,14 +250,18 @@ const LIMITS: &str = "## What limits these figures
   uWebSockets.js's CPU and ~83% of Switchboard's is under `send`/`sendmsg`). Switchboard writes
   each recipient's frames straight to its socket from one writer task, as the peers write from
   their fan-out loop; what remains on top of the kernel is the per-socket hand-over (a lock, a
-  queue push, one reference count) and tokio's readiness check per write.
+  queue push, one reference count). At this rate every write carries one frame, so the gap
+  between Switchboard and uWebSockets.js is a few per cent, about as much as one run differs
+  from the next.
 - Saturated, every server writes a socket's waiting frames in one write; what sets the
   deliveries per second is how many frames a write carries. uWebSockets.js handles publishes
   and writes on one thread, draining every socket once per event-loop turn (~24 frames per
-  `send` measured with `perf stat`); Switchboard's writer task writes while publishes are
-  offered on the other core, up to 32 deliveries ahead of it (~15-20 frames per `writev`). The
-  cost per write is about the same for both (~11-12 µs, most of it the loopback receive path and
-  the reader's wake-up).
+  `send` measured with `perf stat`). Switchboard's writer task writes while publishes are
+  offered on the other core; chasing every publish it wrote ~6 frames per system call (1.47M
+  deliveries/s), so once behind it pauses 1 ms between rounds and lets up to 12 deliveries
+  gather. The cost per write is about the same for both (most of it the loopback receive path
+  and the reader's wake-up); the queue of 12 is where Switchboard's p99 stays level with
+  uWebSockets.js's (a queue of 32 gave 3.6M deliveries/s, but p99 75-82 ms).
 - Switchboard's memory per idle connection is a tokio task (its future is one poll function
   over the outlet's flags and the socket: no timer and no shutdown wait, since one keep-alive
   task per node pings every socket and closes them all at shutdown), the connection's state
