@@ -10,7 +10,7 @@ use poem_openapi::{
     registry::{MetaResponse, MetaResponses, Registry},
 };
 
-use crate::store::StoreError;
+use crate::{bus::BusError, store::StoreError};
 
 /// What went wrong, in the terms of the API.
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +91,12 @@ impl From<StoreError> for AppError {
                 AppError::Unavailable(format!("store unavailable: {why}"))
             }
         }
+    }
+}
+
+impl From<BusError> for AppError {
+    fn from(err: BusError) -> Self {
+        AppError::Unavailable(err.to_string())
     }
 }
 

@@ -18,12 +18,9 @@ use dashmap::DashMap;
 use tokio::net::TcpStream;
 
 use crate::{
+    delivery::{CloseReason, Frame, Outlet, PendingWrites, Writer},
     store::{ClientId, TopicSet},
-    ws::{Outlet, PendingWrites, Writer},
 };
-use switchboard_protocol::{CLOSE_SLOW_CONSUMER, CLOSE_UNREGISTERED};
-
-pub use crate::ws::Frame;
 
 pub type ConnId = u64;
 
@@ -35,17 +32,6 @@ pub enum Target {
     /// Every socket of every client subscribed to the topic.
     Topic(String),
 }
-
-/// Why the server closes a connection: a WebSocket close code and reason.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CloseReason {
-    pub code: u16,
-    pub reason: &'static str,
-}
-
-/// How a connection that does not keep up is closed.
-pub const SLOW_CONSUMER: CloseReason =
-    CloseReason { code: CLOSE_SLOW_CONSUMER, reason: "slow consumer" };
 
 /// The hub's side of one live connection: where its frames go and how it is closed.
 pub struct ConnHandle {
@@ -100,16 +86,16 @@ impl Hub {
         }
     }
 
-    /// Adds a connection of `client`, writing straight to `direct` when given (plain TCP); it
-    /// receives broadcasts at once and the client's topics once
-    /// [`sync_topics`](Self::sync_topics) has set them. Returns the handle and the generation to
-    /// pass to `sync_topics`.
-    pub fn attach(
-        &self,
-        client: ClientId,
-        direct: Option<Arc<TcpStream>>,
-    ) -> (Arc<ConnHandle>, u64) {
-        let outlet = Outlet::new(direct, self.queue_bound, self.stats.slow_consumer_closes.clone());
+    /// A new socket's outlet, writing straight to `direct` when given (plain TCP), with this
+    /// hub's bound on what may wait for it.
+    pub fn new_outlet(&self, direct: Option<Arc<TcpStream>>) -> Arc<Outlet> {
+        Outlet::new(direct, self.queue_bound, self.stats.slow_consumer_closes.clone())
+    }
+
+    /// Adds a connection of `client` writing through `outlet`; it receives broadcasts at once
+    /// and the client's topics once [`sync_topics`](Self::sync_topics) has set them. Returns the
+    /// handle and the generation to pass to `sync_topics`.
+    pub fn attach(&self, client: ClientId, outlet: Arc<Outlet>) -> (Arc<ConnHandle>, u64) {
         let id = self.next_conn_id.fetch_add(1, Ordering::Relaxed);
         let conn = Arc::new(ConnHandle { id, client, outlet });
         let mut local = self.clients.entry(client).or_default();
@@ -264,14 +250,14 @@ impl Hub {
                 self.remove_from_topic(topic, conn.id);
             }
             self.conns.remove(&conn.id);
-            conn.outlet.close(CloseReason { code: CLOSE_UNREGISTERED, reason: "unregistered" });
+            conn.outlet.close(CloseReason::Unregistered);
         }
         local.conns.len()
     }
 
     /// The outlets of the live connections whose id is `slice` modulo `slices`.
     pub fn outlets(&self, slice: u64, slices: u64) -> Vec<Arc<Outlet>> {
-        crate::ws::outlets_in_slice(&self.conns, slice, slices, |outlet| outlet)
+        crate::delivery::outlets_in_slice(&self.conns, slice, slices, |outlet| outlet)
     }
 
     /// The topic was deleted: nobody here receives it any more.
@@ -333,11 +319,11 @@ mod tests {
     async fn topic_delivery_reaches_only_subscribers_and_every_socket_of_a_client() {
         let hub = Hub::new(8);
         let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
-        let (a1, generation) = hub.attach(alice, None);
+        let (a1, generation) = hub.attach(alice, hub.new_outlet(None));
         let synced = hub.sync_topics(alice, generation, vec!["news".into()]);
         assert_eq!(synced, Ok(vec!["news".into()]));
-        let (a2, _) = hub.attach(alice, None);
-        let (b, _) = hub.attach(bob, None);
+        let (a2, _) = hub.attach(alice, hub.new_outlet(None));
+        let (b, _) = hub.attach(bob, hub.new_outlet(None));
         assert_eq!(hub.deliver(&Target::Topic("news".into()), &frame("n1")), 2);
         assert_eq!(waiting(&a1), [b"n1"]);
         assert_eq!(waiting(&a2), [b"n1"]);
@@ -354,7 +340,7 @@ mod tests {
     async fn a_change_during_the_store_read_makes_the_read_retry() {
         let hub = Hub::new(4);
         let client = Uuid::new_v4();
-        let (conn, generation) = hub.attach(client, None);
+        let (conn, generation) = hub.attach(client, hub.new_outlet(None));
         // The store was read (no topics) just before an HTTP subscribe reached this hub.
         hub.subscribed(client, &["news".into()]);
         let retry = hub.sync_topics(client, generation, vec![]).unwrap_err();
@@ -370,13 +356,13 @@ mod tests {
     #[tokio::test]
     async fn a_full_backlog_closes_that_connection_only() {
         let hub = Hub::new(2);
-        let (slow, _) = hub.attach(Uuid::new_v4(), None);
-        let (fast, _) = hub.attach(Uuid::new_v4(), None);
+        let (slow, _) = hub.attach(Uuid::new_v4(), hub.new_outlet(None));
+        let (fast, _) = hub.attach(Uuid::new_v4(), hub.new_outlet(None));
         for i in 0..3 {
             hub.deliver(&Target::Broadcast, &frame(&i.to_string()));
             waiting(&fast);
         }
-        assert_eq!(slow.outlet.closing().await.code, CLOSE_SLOW_CONSUMER);
+        assert_eq!(slow.outlet.closing().await, CloseReason::SlowConsumer);
         assert!(fast.outlet.close_reason().is_none());
         assert_eq!(hub.stats.slow_consumer_closes.load(Ordering::Relaxed), 1);
         assert_eq!(waiting(&slow), [b"0", b"1"]);
@@ -384,13 +370,13 @@ mod tests {
 
     #[tokio::test]
     async fn publishers_wait_once_the_writer_is_a_full_queue_behind() {
-        use crate::ws::WRITER_QUEUE;
+        use crate::delivery::WRITER_QUEUE;
         use futures_util::FutureExt;
 
         let hub = Hub::new(4 * WRITER_QUEUE);
         // Not open, so nothing is for the writer to write; each delivery still takes a place
         // in its queue, or publishers would run ahead of it without bound.
-        let (conn, _) = hub.attach(Uuid::new_v4(), None);
+        let (conn, _) = hub.attach(Uuid::new_v4(), hub.new_outlet(None));
         // One thread, and no await yet: the writer task has not run.
         for i in 0..WRITER_QUEUE {
             let message = frame(&i.to_string());
@@ -408,11 +394,11 @@ mod tests {
     async fn unregister_and_detach_leave_no_trace() {
         let hub = Hub::new(4);
         let client = Uuid::new_v4();
-        let (c1, generation) = hub.attach(client, None);
-        let (c2, _) = hub.attach(client, None);
+        let (c1, generation) = hub.attach(client, hub.new_outlet(None));
+        let (c2, _) = hub.attach(client, hub.new_outlet(None));
         assert!(hub.sync_topics(client, generation, vec!["t".into()]).is_ok());
         assert_eq!(hub.unregistered(client), 2);
-        assert_eq!(c1.outlet.closing().await.code, CLOSE_UNREGISTERED);
+        assert_eq!(c1.outlet.closing().await, CloseReason::Unregistered);
         hub.detach(&c1);
         hub.detach(&c2);
         assert_eq!((hub.connection_count(), hub.connected_client_count()), (0, 0));

@@ -7,15 +7,15 @@ use switchboard::{Config, config::LogFormat};
 use tracing_subscriber::EnvFilter;
 
 /// Many small, long-lived allocations per connection between short-lived large ones (the HTTP
-/// handshake's buffers): glibc's malloc fragments on that pattern (6.1 KiB RSS per idle
-/// connection against 3.3 KiB with jemalloc, see docs/performance.md).
+/// handshake's buffers): glibc's malloc fragments on that pattern, jemalloc much less (the
+/// figures: docs/performance.md, "The allocator").
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// jemalloc's options, read at its start (`_RJEM_MALLOC_CONF` in the environment overrides
 /// them). One arena: with an arena per thread, each kept its own partly used pages of the
-/// connections it set up (idle 1.97 -> 1.78 KiB per connection at 19,000); the hot path hardly
-/// allocates, and the per-thread caches keep the arena's lock off it.
+/// connections it set up (docs/performance.md, "The allocator"); the hot path hardly allocates,
+/// and the per-thread caches keep the arena's lock off it.
 #[unsafe(export_name = "_rjem_malloc_conf")]
 static JEMALLOC_OPTIONS: &[u8; 10] = b"narenas:1\0";
 

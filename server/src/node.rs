@@ -1,34 +1,42 @@
 //! The node wires store, hub and bus together and implements each operation once, for the HTTP
-//! API and the WebSocket protocol alike. Nothing here knows HTTP.
+//! API and the WebSocket protocol alike, a socket's connect included; it is also the handler
+//! its bus calls with what other nodes announce. Nothing here knows HTTP.
 
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use serde_json::value::RawValue;
 use switchboard_protocol::ServerFrame;
+use uuid::Uuid;
 
 use crate::{
-    bus::{Bus, BusError, Event},
+    auth::Keys,
+    bus::{Applied, Bus, BusError, BusHandler, Event},
+    delivery::{CloseReason, Frame, Outlet},
     error::AppError,
-    hub::{Frame, Hub, Target},
+    hub::{ConnHandle, Hub, Target},
     relay::Relay,
-    store::{Client, ClientId, Store, StoreError, TopicInfo, valid_name},
+    store::{Client, ClientId, NAME_RULE, Store, StoreError, TopicInfo, valid_name},
 };
+
+/// Store reads tried while subscription changes keep racing a connect.
+const SYNC_ATTEMPTS: usize = 8;
 
 pub struct Node {
     pub store: Arc<dyn Store>,
     pub bus: Arc<dyn Bus>,
     pub hub: Hub,
     pub relay: Arc<Relay>,
-    api_keys: Vec<String>,
+    api_keys: Keys,
     max_message_bytes: usize,
     /// Topics that exist from the start (`--topic`), restored whenever the store comes back.
     configured_topics: Vec<String>,
 }
 
-impl From<BusError> for AppError {
-    fn from(err: BusError) -> Self {
-        AppError::Unavailable(err.to_string())
-    }
+/// A client's socket once connected: its handle in the hub and the client's topics, sorted.
+pub struct Connected {
+    pub conn: Arc<ConnHandle>,
+    pub topics: Vec<String>,
 }
 
 impl Node {
@@ -37,7 +45,7 @@ impl Node {
         bus: Arc<dyn Bus>,
         hub: Hub,
         relay: Arc<Relay>,
-        api_keys: Vec<String>,
+        api_keys: Keys,
         max_message_bytes: usize,
         configured_topics: Vec<String>,
     ) -> Self {
@@ -55,13 +63,9 @@ impl Node {
         Ok(())
     }
 
-    /// Whether `key` is one of the configured API keys (compared in constant time).
-    pub fn key_is_valid(&self, key: Option<&str>) -> bool {
-        key_in(&self.api_keys, key)
-    }
-
+    /// Succeeds when `key` is one of the configured API keys; says why not otherwise.
     pub fn require_key(&self, key: Option<&str>) -> Result<(), AppError> {
-        if self.key_is_valid(key) {
+        if self.api_keys.accepts(key) {
             Ok(())
         } else if key.is_none() {
             Err(AppError::Forbidden("missing X-Api-Key header"))
@@ -100,6 +104,57 @@ impl Node {
     pub async fn close_unknown_clients(&self) -> Result<usize, StoreError> {
         let unknown = self.store.unknown_clients(&self.hub.client_ids()).await?;
         Ok(unknown.into_iter().map(|client| self.hub.unregistered(client)).sum())
+    }
+
+    /// A socket of `client` joins this node, writing through `outlet`: it is attached to the hub
+    /// (broadcasts reach it at once), the client's topics are read from the store only after
+    /// that, so no subscription change can fall between the read and the attach (see
+    /// [`Hub::sync_topics`]), and then this node hears those topics' deliveries from the other
+    /// nodes. Nothing is written to the socket yet (see [`Outlet::open`]). On failure the socket
+    /// has left the hub again, and the reason says how to close it.
+    pub async fn connect(
+        &self,
+        client: ClientId,
+        outlet: Arc<Outlet>,
+    ) -> Result<Connected, CloseReason> {
+        let (conn, generation) = self.hub.attach(client, outlet);
+        let topics = self.sync_subscriptions(client, generation).await;
+        match topics {
+            Ok(topics) => Ok(Connected { conn, topics }),
+            Err(reason) => {
+                self.hub.detach(&conn);
+                Err(reason)
+            }
+        }
+    }
+
+    async fn sync_subscriptions(
+        &self,
+        client: ClientId,
+        mut generation: u64,
+    ) -> Result<Vec<String>, CloseReason> {
+        for _ in 0..SYNC_ATTEMPTS {
+            let stored = match self.store.subscriptions(client).await {
+                Ok(stored) => stored,
+                Err(StoreError::UnknownClient) => return Err(CloseReason::Unregistered),
+                Err(err) => {
+                    tracing::warn!(%err, "cannot read a connecting client's subscriptions");
+                    return Err(CloseReason::StoreUnavailable);
+                }
+            };
+            match self.hub.sync_topics(client, generation, stored) {
+                Ok(topics) => {
+                    // Deliveries published on other nodes reach this one only once it listens.
+                    if let Err(err) = self.bus.listen(&topics).await {
+                        tracing::warn!(%err, "cannot listen to a connecting client's topics");
+                        return Err(CloseReason::BusUnavailable);
+                    }
+                    return Ok(topics);
+                }
+                Err(newer) => generation = newer,
+            }
+        }
+        Err(CloseReason::SubscriptionsChanging)
     }
 
     /// Unregisters the client and closes its sockets (4001); returns how many were closed, on
@@ -173,42 +228,69 @@ impl Node {
         let local = match &event {
             // The publisher waits for the sockets, so it cannot outrun them.
             Event::Deliver { target, frame } => self.hub.deliver_written(target, frame).await,
-            _ => self.apply(&event),
+            _ => {
+                let applied = self.apply(&event);
+                // Nobody is told a subscription holds before this node hears its topics.
+                self.bus.listen(&applied.topics_to_hear).await?;
+                applied.sockets
+            }
         };
-        self.listen_for(&event).await?;
         let remote = self.bus.announce(event).await?;
         Ok(local + remote)
     }
 
-    /// After a subscription reached sockets here: makes sure this node hears the topics'
-    /// deliveries from other nodes before anyone is told the subscription holds.
-    pub async fn listen_for(&self, event: &Event) -> Result<(), BusError> {
-        match event {
-            Event::Subscribed { client, topics } if self.hub.has_client(*client) => {
-                self.bus.listen(topics).await
-            }
-            _ => Ok(()),
-        }
-    }
-
     /// Applies an event to this node's hub, whichever node it came from.
-    pub fn apply(&self, event: &Event) -> usize {
+    fn apply(&self, event: &Event) -> Applied {
+        let mut applied = Applied::default();
         match event {
-            Event::Deliver { target, frame } => self.hub.deliver(target, frame),
+            Event::Deliver { target, frame } => applied.sockets = self.hub.deliver(target, frame),
             Event::Subscribed { client, topics } => {
                 self.hub.subscribed(*client, topics);
-                0
+                // Sockets of the client here receive these topics now.
+                if self.hub.has_client(*client) {
+                    applied.topics_to_hear = topics.clone();
+                }
             }
-            Event::Unsubscribed { client, topics } => {
-                self.hub.unsubscribed(*client, topics);
-                0
-            }
-            Event::Unregistered { client } => self.hub.unregistered(*client),
-            Event::TopicDeleted { topic } => {
-                self.hub.topic_deleted(topic);
-                0
-            }
+            Event::Unsubscribed { client, topics } => self.hub.unsubscribed(*client, topics),
+            Event::Unregistered { client } => applied.sockets = self.hub.unregistered(*client),
+            Event::TopicDeleted { topic } => self.hub.topic_deleted(topic),
         }
+        applied
+    }
+}
+
+#[async_trait]
+impl BusHandler for Node {
+    fn apply(&self, event: &Event) -> Applied {
+        Node::apply(self, event)
+    }
+
+    fn topics_heard(&self) -> Vec<String> {
+        self.hub.topic_names()
+    }
+
+    fn hears_topic(&self, topic: &str) -> bool {
+        self.hub.has_topic(topic)
+    }
+
+    fn relay_message(&self, origin: Uuid, message: &[u8]) {
+        self.relay.receive(origin, message);
+    }
+
+    async fn rejoined(&self) -> Result<(), BusError> {
+        self.create_configured_topics()
+            .await
+            .map_err(|err| BusError::Unavailable(format!("cannot restore topics: {err}")))?;
+        let closed = self
+            .close_unknown_clients()
+            .await
+            .map_err(|err| BusError::Unavailable(format!("cannot check clients: {err}")))?;
+        if closed > 0 {
+            tracing::warn!(closed, "closed sockets of clients the store no longer knows");
+        }
+        // Redis may have lost who waits: relay peers waiting here wait again.
+        self.relay.rejoin();
+        Ok(())
     }
 }
 
@@ -216,16 +298,6 @@ fn check_name(what: &str, name: &str) -> Result<(), AppError> {
     if valid_name(name) {
         Ok(())
     } else {
-        Err(AppError::BadRequest(format!("{what} must be 1-64 of A-Za-z0-9_.- (got `{name}`)")))
+        Err(AppError::BadRequest(format!("{what} must be {NAME_RULE} (got `{name}`)")))
     }
-}
-
-/// Whether `key` is one of `keys`, each compared in constant time.
-pub fn key_in(keys: &[String], key: Option<&str>) -> bool {
-    let Some(key) = key else { return false };
-    keys.iter().fold(false, |found, candidate| found | constant_time_eq(candidate, key))
-}
-
-fn constant_time_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -1,6 +1,7 @@
 //! Relay mode's registry: the relay peers on this node, their rendezvous by id (in the store, so
 //! peers on different nodes meet), and the items peers send each other, directly when the
-//! partner is here and over the bus to its node otherwise. The socket side is `ws::relay`.
+//! partner is here and over the bus to its node otherwise. The socket side is
+//! `ws::relay_peer`.
 //!
 //! Every item a peer receives goes through its one bounded queue, in order: being paired, its
 //! partner's frames, its partner leaving. A peer only ever tells its partner things, never waits
@@ -19,10 +20,10 @@ use tokio::{
 use uuid::Uuid;
 
 use crate::{
+    auth::Keys,
     bus::{Bus, BusError},
-    hub::Frame,
+    delivery::{Frame, Outlet},
     store::{PeerAddr, Store, StoreError},
-    ws::Outlet,
 };
 
 /// What one peer tells another.
@@ -57,8 +58,8 @@ pub struct Relay {
     peers: DashMap<u64, Arc<PeerHandle>>,
     next_peer: AtomicU64,
     queue_bound: usize,
-    /// Keys accepted in `?key=`; empty: the relay is open.
-    keys: Vec<String>,
+    /// Keys accepted in `?key=`; none: the relay is open.
+    keys: Keys,
     pub stats: RelayStats,
 }
 
@@ -73,21 +74,21 @@ pub struct RelayStats {
 /// The registry's side of one relay peer: where it is, its queue, and its socket's writes.
 pub struct PeerHandle {
     pub addr: PeerAddr,
-    pub outbox: Outbox<RelayItem>,
+    pub queue: PeerQueue<RelayItem>,
     pub outlet: Arc<Outlet>,
 }
 
 /// A peer's bounded queue of items for its task: whoever offers an item never waits, and a full
 /// queue closes the peer's socket as a slow consumer.
-pub struct Outbox<T> {
+pub struct PeerQueue<T> {
     queue: mpsc::Sender<T>,
 }
 
-impl<T> Outbox<T> {
-    /// An outbox holding at most `bound` items, and the receiver its socket's task drains.
+impl<T> PeerQueue<T> {
+    /// A queue holding at most `bound` items, and the receiver its socket's task drains.
     pub fn new(bound: usize) -> (Self, mpsc::Receiver<T>) {
         let (queue, receiver) = mpsc::channel(bound.max(1));
-        (Outbox { queue }, receiver)
+        (PeerQueue { queue }, receiver)
     }
 
     /// Queues `item` without waiting; false when the peer is gone or its queue is full (its
@@ -105,12 +106,12 @@ impl<T> Outbox<T> {
 }
 
 /// The kinds of cross-node relay messages (the first byte of one).
-const PAIRED: u8 = 1;
-const REMOTE_CLOSED: u8 = 2;
-const TEXT: u8 = 3;
-const BINARY: u8 = 4;
+const KIND_PAIRED: u8 = 1;
+const KIND_REMOTE_CLOSED: u8 = 2;
+const KIND_TEXT: u8 = 3;
+const KIND_BINARY: u8 = 4;
 /// Kind, receiving peer, sending peer (its node is the bus envelope's sender).
-const HEADER: usize = 1 + 8 + 8;
+const MESSAGE_HEADER_LEN: usize = 1 + 8 + 8;
 
 impl Relay {
     pub fn new(
@@ -118,7 +119,7 @@ impl Relay {
         store: Arc<dyn Store>,
         bus: Arc<dyn Bus>,
         queue_bound: usize,
-        keys: Vec<String>,
+        keys: Keys,
     ) -> Self {
         Relay {
             node_id,
@@ -134,7 +135,7 @@ impl Relay {
 
     /// Whether `key` opens the relay: any key when none is configured.
     pub fn key_is_valid(&self, key: Option<&str>) -> bool {
-        self.keys.is_empty() || crate::node::key_in(&self.keys, key)
+        self.keys.is_empty() || self.keys.accepts(key)
     }
 
     /// A new peer here, writing straight to `direct` when given (plain TCP): its handle and the
@@ -143,12 +144,12 @@ impl Relay {
         &self,
         direct: Option<Arc<TcpStream>>,
     ) -> (Arc<PeerHandle>, mpsc::Receiver<RelayItem>) {
-        let (outbox, queue) = Outbox::new(self.queue_bound);
+        let (sender, queue) = PeerQueue::new(self.queue_bound);
         let slow_closes = self.stats.slow_consumer_closes.clone();
         let outlet = Outlet::new(direct, self.queue_bound, slow_closes);
         let peer = self.next_peer.fetch_add(1, Ordering::Relaxed);
         let addr = PeerAddr { node: self.node_id, peer };
-        let handle = Arc::new(PeerHandle { addr, outbox, outlet });
+        let handle = Arc::new(PeerHandle { addr, queue: sender, outlet });
         self.peers.insert(peer, handle.clone());
         (handle, queue)
     }
@@ -160,7 +161,7 @@ impl Relay {
 
     /// The outlets of the peers here whose number is `slice` modulo `slices`.
     pub fn outlets(&self, slice: u64, slices: u64) -> Vec<Arc<Outlet>> {
-        crate::ws::outlets_in_slice(&self.peers, slice, slices, |peer| &peer.outlet)
+        crate::delivery::outlets_in_slice(&self.peers, slice, slices, |peer| &peer.outlet)
     }
 
     /// Relay peers connected here.
@@ -196,7 +197,7 @@ impl Relay {
         let Some(handle) = self.peers.get(&peer).map(|handle| handle.clone()) else {
             return Reach::Refused;
         };
-        if handle.outbox.offer(item, &handle.outlet) { Reach::Delivered } else { Reach::Refused }
+        if handle.queue.offer(item, &handle.outlet) { Reach::Delivered } else { Reach::Refused }
     }
 
     /// A relay message from another node's peer. A pairing that reaches no peer here is
@@ -226,7 +227,7 @@ impl Relay {
     /// Every waiting peer here waits again (after the store may have lost the waiting list).
     pub fn rejoin(&self) {
         for peer in self.peers.iter() {
-            peer.outbox.offer(RelayItem::Rejoin, &peer.outlet);
+            peer.queue.offer(RelayItem::Rejoin, &peer.outlet);
         }
     }
 }
@@ -235,14 +236,14 @@ impl Relay {
 /// never crosses nodes.
 fn encode(to: u64, item: &RelayItem) -> Option<Vec<u8>> {
     let (kind, from, payload): (u8, &PeerAddr, &[u8]) = match item {
-        RelayItem::Paired { from } => (PAIRED, from, &[]),
-        RelayItem::RemoteClosed { from } => (REMOTE_CLOSED, from, &[]),
+        RelayItem::Paired { from } => (KIND_PAIRED, from, &[]),
+        RelayItem::RemoteClosed { from } => (KIND_REMOTE_CLOSED, from, &[]),
         RelayItem::Data { from, frame } => {
-            (if frame.is_text() { TEXT } else { BINARY }, from, frame.payload())
+            (if frame.is_text() { KIND_TEXT } else { KIND_BINARY }, from, frame.payload())
         }
         RelayItem::Rejoin => return None,
     };
-    let mut message = Vec::with_capacity(HEADER + payload.len());
+    let mut message = Vec::with_capacity(MESSAGE_HEADER_LEN + payload.len());
     message.push(kind);
     message.extend_from_slice(&to.to_be_bytes());
     message.extend_from_slice(&from.peer.to_be_bytes());
@@ -254,18 +255,21 @@ fn encode(to: u64, item: &RelayItem) -> Option<Vec<u8>> {
 fn decode(origin: Uuid, message: &[u8]) -> Option<(u64, RelayItem)> {
     let number = |at: usize| Some(u64::from_be_bytes(message.get(at..at + 8)?.try_into().ok()?));
     let (to, from) = (number(1)?, PeerAddr { node: origin, peer: number(9)? });
-    let payload = message.get(HEADER..)?;
+    let payload = message.get(MESSAGE_HEADER_LEN..)?;
     let item = match *message.first()? {
-        PAIRED => RelayItem::Paired { from },
-        REMOTE_CLOSED => RelayItem::RemoteClosed { from },
-        TEXT => RelayItem::Data { from, frame: Frame::from_payload(payload) },
-        BINARY => RelayItem::Data { from, frame: Frame::binary(payload) },
+        KIND_PAIRED => RelayItem::Paired { from },
+        KIND_REMOTE_CLOSED => RelayItem::RemoteClosed { from },
+        KIND_TEXT => RelayItem::Data { from, frame: Frame::from_payload(payload) },
+        KIND_BINARY => RelayItem::Data { from, frame: Frame::binary(payload) },
         _ => return None,
     };
     Some((to, item))
 }
 
-/// Whether `id` names a relay rendezvous: 1-128 of `A-Za-z0-9_.:-`.
+/// What a relay id may be, in words.
+pub const ID_RULE: &str = "1-128 of A-Za-z0-9_.:-";
+
+/// Whether `id` names a relay rendezvous: [`ID_RULE`].
 pub fn valid_id(id: &str) -> bool {
     (1..=128).contains(&id.len())
         && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
@@ -288,8 +292,8 @@ mod tests {
             assert_eq!(format!("{decoded:?}"), format!("{item:?}"));
         }
         assert!(encode(1, &RelayItem::Rejoin).is_none());
-        assert!(decode(origin, &[PAIRED, 0, 0]).is_none());
-        assert!(decode(origin, &[9; HEADER]).is_none());
+        assert!(decode(origin, &[KIND_PAIRED, 0, 0]).is_none());
+        assert!(decode(origin, &[9; MESSAGE_HEADER_LEN]).is_none());
     }
 
     #[test]

@@ -17,8 +17,10 @@ use uuid::Uuid;
 
 use crate::{
     api::Api,
+    auth::Keys,
     bus::{Bus, RedisBus, SingleNodeBus},
     config::Config,
+    delivery::keep_alive,
     error::{AppError, error_response},
     hub::Hub,
     listener::{DirectListener, DirectSockets},
@@ -34,7 +36,7 @@ use crate::{
 pub enum StartError {
     #[error("invalid --redis-url: {0}")]
     RedisUrl(redis::RedisError),
-    #[error("invalid --topic `{0}`: topic names are 1-64 of A-Za-z0-9_.-")]
+    #[error("invalid --topic `{0}`: topic names are {rule}", rule = crate::store::NAME_RULE)]
     BadTopic(String),
     #[error("cannot create the --topic topics: {0}")]
     Topics(StoreError),
@@ -132,14 +134,14 @@ async fn launch(
         store.clone(),
         bus.clone(),
         config.send_queue as usize,
-        config.relay_keys.clone(),
+        Keys::new(config.relay_keys.clone()),
     );
     let node = Arc::new(Node::new(
         store,
         bus,
         hub,
         Arc::new(relay),
-        api_keys.clone(),
+        Keys::new(api_keys.clone()),
         max_message_bytes,
         config.topics.clone(),
     ));
@@ -152,7 +154,16 @@ async fn launch(
         tasks: TaskTracker::new(),
         direct_sockets: direct_sockets.clone(),
     };
-    settings.tasks.spawn(ws::keep_alive(node.clone(), config.ping_interval, shutdown.clone()));
+    let sockets = node.clone();
+    settings.tasks.spawn(keep_alive(
+        config.ping_interval,
+        shutdown.clone(),
+        move |slice, slices| {
+            let mut outlets = sockets.hub.outlets(slice, slices);
+            outlets.extend(sockets.relay.outlets(slice, slices));
+            outlets
+        },
+    ));
     match redis_bus {
         // Joining creates the configured topics, and again after every reconnection (Redis may
         // come back empty); a Redis that is down at start does not stop the node.

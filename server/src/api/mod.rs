@@ -143,7 +143,8 @@ impl Api {
         body: Json<RegisterRequest>,
     ) -> ApiResult<RegisterResponse, RegisterErrors> {
         self.node.require_key(api_key.as_deref())?;
-        let client = self.node.register(body.0.name.as_deref()).await?;
+        let name = body.0.name.as_ref().map(|name| name.0.as_str());
+        let client = self.node.register(name).await?;
         let ws_url = self.ws_url(req, client.id);
         Ok(RegisterResponse::Created(Json(Registered { id: client.id, name: client.name, ws_url })))
     }
@@ -238,8 +239,9 @@ impl Api {
         body: Json<CreateTopicRequest>,
     ) -> ApiResult<TopicCreated, CreateTopicErrors> {
         self.node.require_key(api_key.as_deref())?;
-        self.node.create_topic(&body.0.name).await?;
-        Ok(TopicCreated::Created(Json(Topic { name: body.0.name, subscribers: 0 })))
+        let Name(name) = body.0.name;
+        self.node.create_topic(&name).await?;
+        Ok(TopicCreated::Created(Json(Topic { name, subscribers: 0 })))
     }
 
     /// Delete a topic

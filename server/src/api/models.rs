@@ -10,11 +10,12 @@ use poem_openapi::{
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::store::{NAME_PATTERN, NAME_RULE, valid_name};
+
 #[derive(Debug, Object)]
 pub struct RegisterRequest {
     /// Unique client name, 1-64 of `A-Za-z0-9_.-`. Absent: the server assigns a unique one.
-    #[oai(validator(pattern = r"^[A-Za-z0-9_.-]{1,64}$"))]
-    pub name: Option<String>,
+    pub name: Option<Name>,
 }
 
 #[derive(Debug, Object)]
@@ -81,6 +82,53 @@ impl ToJSON for Message {
     }
 }
 
+/// A client or topic name, checked as it is parsed; the spec shows the store's
+/// [`NAME_PATTERN`], so the rule is written once.
+#[derive(Debug, Clone)]
+pub struct Name(pub String);
+
+impl Type for Name {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = String;
+    type RawElementValueType = String;
+
+    fn name() -> Cow<'static, str> {
+        "string".into()
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        let schema =
+            MetaSchema { pattern: Some(NAME_PATTERN.to_owned()), ..MetaSchema::new("string") };
+        MetaSchemaRef::Inline(Box::new(schema))
+    }
+
+    fn as_raw_value(&self) -> Option<&String> {
+        Some(&self.0)
+    }
+
+    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a String> + 'a> {
+        Box::new(self.as_raw_value().into_iter())
+    }
+}
+
+impl ParseFromJSON for Name {
+    fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
+        match value {
+            Some(Value::String(name)) if valid_name(&name) => Ok(Name(name)),
+            Some(Value::String(name)) => {
+                Err(ParseError::custom(format!("a name is {NAME_RULE} (got `{name}`)")))
+            }
+            _ => Err(ParseError::expected_type(value.unwrap_or_default())),
+        }
+    }
+}
+
+impl ToJSON for Name {
+    fn to_json(&self) -> Option<Value> {
+        Some(Value::String(self.0.clone()))
+    }
+}
+
 #[derive(Debug, Object)]
 pub struct Recipients {
     /// Clients targeted at publish time: registered clients for a broadcast, subscribers for a
@@ -106,8 +154,7 @@ pub struct Topic {
 #[derive(Debug, Object)]
 pub struct CreateTopicRequest {
     /// 1-64 of `A-Za-z0-9_.-`.
-    #[oai(validator(pattern = r"^[A-Za-z0-9_.-]{1,64}$"))]
-    pub name: String,
+    pub name: Name,
 }
 
 #[derive(Debug, Object)]

@@ -1,16 +1,10 @@
 //! The Redis bus: nodes sharing a Redis tell each other events over pub/sub.
 //!
-//! Channels (`P` is the key prefix): `P bus:all` carries broadcasts, `P bus:topic:<name>` a
-//! topic's deliveries, `P bus:control` subscription and registration changes,
-//! `P bus:node:<id>` the acknowledgements meant for one node, and `P bus:relay:<id>` what relay
-//! peers elsewhere send to that node's peers (see [`crate::relay`]). Each node holds one dedicated
-//! pub/sub connection and subscribes to `all`, `control`, its own two channels and the topics its
-//! sockets are subscribed to, so a node hears only what it serves.
-//!
-//! Every message is an envelope: a version byte, the sender's node id (a node skips its own
-//! messages: it applied them before announcing), then the body: the delivery's JSON text, or
-//! the JSON of a control event or ack, or a relay message. A control event is acknowledged by every node once
-//! applied (and once that node listens to any topic the event added), so a subscribe or
+//! Each node holds one dedicated pub/sub connection and subscribes to broadcasts, control
+//! events, its own two channels and the topics its sockets are subscribed to, so a node hears
+//! only what it serves (channel names and message formats: [`super::wire`]). A node skips its
+//! own messages: it applied them before announcing. A control event is acknowledged by every
+//! node once applied (and once that node hears any topic the event added), so a subscribe or
 //! unregister answered on one node holds on all of them.
 
 use std::{
@@ -30,22 +24,19 @@ use redis::{
     aio::{PubSubSink, PubSubStream},
     cmd,
 };
-use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, Notify};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::{Bus, BusError, Event, Membership};
-use crate::{
-    hub::{Frame, Target},
-    node::Node,
-    redis_pool::{RedisPool, RedisUnavailable},
-    store::ClientId,
+use super::{
+    Bus, BusError, BusHandler, Event, Membership,
+    wire::{self, Ack, Channel, Channels, Control, ControlMessage},
 };
-
-/// The envelope format; a node drops messages of another version rather than misread them.
-const VERSION: u8 = 1;
-const HEADER: usize = 1 + 16;
+use crate::{
+    delivery::Frame,
+    hub::Target,
+    redis_pool::{RedisPool, RedisUnavailable},
+};
 
 /// How long an announcing node waits for the others' acknowledgements.
 const ACK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -58,73 +49,12 @@ const MAINTENANCE_EVERY: Duration = Duration::from_secs(5);
 const RECONNECT_FIRST: Duration = Duration::from_millis(100);
 const RECONNECT_MAX: Duration = Duration::from_secs(2);
 
-/// A control event as it crosses nodes.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "event", rename_all = "snake_case")]
-enum Control {
-    Subscribed { client: ClientId, topics: Vec<String> },
-    Unsubscribed { client: ClientId, topics: Vec<String> },
-    Unregistered { client: ClientId },
-    TopicDeleted { topic: String },
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct ControlMessage {
-    seq: u64,
-    #[serde(flatten)]
-    control: Control,
-}
-
-/// A node's answer to a control event: applied, and how many sockets it closed.
-#[derive(Debug, Serialize, Deserialize)]
-struct Ack {
-    seq: u64,
-    closed: u64,
-}
-
-impl Control {
-    fn into_event(self) -> Event {
-        match self {
-            Control::Subscribed { client, topics } => Event::Subscribed { client, topics },
-            Control::Unsubscribed { client, topics } => Event::Unsubscribed { client, topics },
-            Control::Unregistered { client } => Event::Unregistered { client },
-            Control::TopicDeleted { topic } => Event::TopicDeleted { topic },
-        }
-    }
-}
-
 /// Acknowledgements collected for one announced control event.
 #[derive(Default)]
 struct Acks {
     count: AtomicUsize,
     closed: AtomicU64,
     arrived: Notify,
-}
-
-/// The channel names under the prefix.
-struct Channels {
-    all: String,
-    control: String,
-    own: String,
-    /// Relay messages for this node's peers.
-    own_relay: String,
-    node_prefix: String,
-    relay_prefix: String,
-    topic_prefix: String,
-}
-
-impl Channels {
-    fn topic(&self, topic: &str) -> String {
-        format!("{}{topic}", self.topic_prefix)
-    }
-
-    fn node(&self, node: Uuid) -> String {
-        format!("{}{node}", self.node_prefix)
-    }
-
-    fn relay(&self, node: Uuid) -> String {
-        format!("{}{node}", self.relay_prefix)
-    }
 }
 
 /// The pub/sub connection's sink and the topic channels it is subscribed to; one lock orders
@@ -153,15 +83,7 @@ impl RedisBus {
         RedisBus {
             node_id,
             pool,
-            channels: Channels {
-                all: format!("{prefix}bus:all"),
-                control: format!("{prefix}bus:control"),
-                own: format!("{prefix}bus:node:{node_id}"),
-                own_relay: format!("{prefix}bus:relay:{node_id}"),
-                node_prefix: format!("{prefix}bus:node:"),
-                relay_prefix: format!("{prefix}bus:relay:"),
-                topic_prefix: format!("{prefix}bus:topic:"),
-            },
+            channels: Channels::new(prefix, node_id),
             listener: Mutex::new(Listener::default()),
             connected: AtomicBool::new(false),
             reconnects: AtomicU64::new(0),
@@ -180,10 +102,10 @@ impl RedisBus {
     /// `shutdown`.
     pub async fn join(
         self: Arc<Self>,
-        node: Arc<Node>,
+        node: Arc<dyn BusHandler>,
         shutdown: CancellationToken,
     ) -> impl Future<Output = ()> + Send + 'static {
-        let first = match self.connect(&node).await {
+        let first = match self.connect(node.as_ref()).await {
             Ok(stream) => Some(stream),
             Err(err) => {
                 tracing::warn!(%err, "cannot join the cluster yet; retrying in the background");
@@ -195,7 +117,7 @@ impl RedisBus {
 
     async fn run(
         self: Arc<Self>,
-        node: Arc<Node>,
+        node: Arc<dyn BusHandler>,
         shutdown: CancellationToken,
         mut stream: Option<PubSubStream>,
     ) {
@@ -227,40 +149,21 @@ impl RedisBus {
                 () = tokio::time::sleep(delay) => {}
             }
             delay = (delay * 2).min(RECONNECT_MAX);
-            match self.connect(&node).await {
+            match self.connect(node.as_ref()).await {
                 Ok(connected) => stream = Some(connected),
                 Err(err) => tracing::debug!(%err, "reconnecting to the cluster bus"),
             }
         }
     }
 
-    /// Opens the pub/sub connection, subscribes every channel this node needs, and makes sure
-    /// the configured topics exist and local sockets belong to registered clients (Redis may
-    /// have come back empty).
-    async fn connect(&self, node: &Node) -> Result<PubSubStream, BusError> {
+    /// Opens the pub/sub connection, subscribes every channel this node needs, and lets the
+    /// node restore what it needs in Redis (which may have come back empty).
+    async fn connect(&self, node: &dyn BusHandler) -> Result<PubSubStream, BusError> {
         let (mut sink, stream) = self.pool.pubsub().await?.split();
         let mut listener = self.listener.lock().await;
-        let topics: HashSet<String> = node.hub.topic_names().into_iter().collect();
-        let mut channels = vec![
-            self.channels.all.clone(),
-            self.channels.control.clone(),
-            self.channels.own.clone(),
-            self.channels.own_relay.clone(),
-        ];
-        channels.extend(topics.iter().map(|topic| self.channels.topic(topic)));
-        within(PUBSUB_TIMEOUT, sink.subscribe(channels)).await?;
-        node.create_configured_topics()
-            .await
-            .map_err(|err| BusError::Unavailable(format!("cannot restore topics: {err}")))?;
-        let closed = node
-            .close_unknown_clients()
-            .await
-            .map_err(|err| BusError::Unavailable(format!("cannot check clients: {err}")))?;
-        if closed > 0 {
-            tracing::warn!(closed, "closed sockets of clients the store no longer knows");
-        }
-        // Redis may have lost who waits: relay peers waiting here wait again.
-        node.relay.rejoin();
+        let topics: HashSet<String> = node.topics_heard().into_iter().collect();
+        within(PUBSUB_TIMEOUT, sink.subscribe(self.channels.listened(&topics))).await?;
+        node.rejoined().await?;
         *listener = Listener { sink: Some(sink), topics };
         Ok(stream)
     }
@@ -269,7 +172,7 @@ impl RedisBus {
     async fn serve(
         self: &Arc<Self>,
         mut stream: PubSubStream,
-        node: &Arc<Node>,
+        node: &Arc<dyn BusHandler>,
         shutdown: &CancellationToken,
     ) -> bool {
         let mut maintenance = tokio::time::interval(MAINTENANCE_EVERY);
@@ -282,7 +185,7 @@ impl RedisBus {
                     None => return true,
                 },
                 _ = maintenance.tick() => {
-                    if let Err(err) = self.maintain(node).await {
+                    if let Err(err) = self.maintain(node.as_ref()).await {
                         tracing::warn!(%err, "cluster bus connection failed its check");
                         return true;
                     }
@@ -292,10 +195,10 @@ impl RedisBus {
     }
 
     /// Pings the pub/sub connection and unsubscribes topics no local socket needs any more.
-    async fn maintain(&self, node: &Node) -> Result<(), BusError> {
+    async fn maintain(&self, node: &dyn BusHandler) -> Result<(), BusError> {
         let mut listener = self.listener.lock().await;
         let unused: Vec<String> =
-            listener.topics.iter().filter(|topic| !node.hub.has_topic(topic)).cloned().collect();
+            listener.topics.iter().filter(|topic| !node.hears_topic(topic)).cloned().collect();
         let Some(sink) = listener.sink.as_mut() else {
             return Err(BusError::Unavailable("not connected".into()));
         };
@@ -313,50 +216,48 @@ impl RedisBus {
 
     /// Applies one message from another node. Never waits: acknowledgements go out from a task
     /// of their own, so the connection keeps being read.
-    fn receive(self: &Arc<Self>, message: &Msg, node: &Arc<Node>) {
+    fn receive(self: &Arc<Self>, message: &Msg, node: &Arc<dyn BusHandler>) {
         let channel = message.get_channel_name();
-        let Some((origin, body)) = open(message.get_payload_bytes()) else {
+        let Some((origin, body)) = wire::open(message.get_payload_bytes()) else {
             tracing::warn!(channel, "dropped a bus message of another format");
             return;
         };
         if origin == self.node_id {
             return;
         }
-        if channel == self.channels.all {
-            node.apply(&Event::Deliver {
-                target: Target::Broadcast,
-                frame: Frame::from_payload(body),
-            });
-        } else if let Some(topic) = channel.strip_prefix(&self.channels.topic_prefix) {
-            let target = Target::Topic(topic.to_owned());
-            node.apply(&Event::Deliver { target, frame: Frame::from_payload(body) });
-        } else if channel == self.channels.control {
-            match serde_json::from_slice::<ControlMessage>(body) {
+        let delivery = |target| Event::Deliver { target, frame: Frame::from_payload(body) };
+        match self.channels.classify(channel) {
+            Some(Channel::Broadcast) => drop(node.apply(&delivery(Target::Broadcast))),
+            Some(Channel::Topic(topic)) => drop(node.apply(&delivery(Target::Topic(topic.into())))),
+            Some(Channel::Control) => match serde_json::from_slice::<ControlMessage>(body) {
                 Ok(message) => self.apply_control(origin, message, node),
                 Err(err) => tracing::warn!(%err, "dropped a malformed control event"),
-            }
-        } else if channel == self.channels.own_relay {
-            node.relay.receive(origin, body);
-        } else if channel == self.channels.own {
-            match serde_json::from_slice::<Ack>(body) {
+            },
+            Some(Channel::Relay) => node.relay_message(origin, body),
+            Some(Channel::Ack) => match serde_json::from_slice::<Ack>(body) {
                 Ok(ack) => self.acknowledged(ack),
                 Err(err) => tracing::warn!(%err, "dropped a malformed acknowledgement"),
-            }
+            },
+            None => {}
         }
     }
 
-    fn apply_control(self: &Arc<Self>, origin: Uuid, message: ControlMessage, node: &Arc<Node>) {
-        let event = message.control.into_event();
+    fn apply_control(
+        self: &Arc<Self>,
+        origin: Uuid,
+        message: ControlMessage,
+        node: &Arc<dyn BusHandler>,
+    ) {
         // Applied here, in arrival order; only the listening and the ack wait.
-        let closed = node.apply(&event) as u64;
-        let (bus, node) = (self.clone(), node.clone());
+        let applied = node.apply(&message.control.into_event());
+        let bus = self.clone();
         tokio::spawn(async move {
-            if let Err(err) = node.listen_for(&event).await {
+            if let Err(err) = bus.listen(&applied.topics_to_hear).await {
                 tracing::warn!(%err, "cannot listen to a subscribed topic");
                 return;
             }
-            let ack = Ack { seq: message.seq, closed };
-            if let Err(err) = bus.publish(&bus.channels.node(origin), &json(&ack)).await {
+            let ack = Ack { seq: message.seq, closed: applied.sockets as u64 };
+            if let Err(err) = bus.publish(&bus.channels.acks(origin), &wire::json(&ack)).await {
                 tracing::warn!(%err, "cannot acknowledge a control event");
             }
         });
@@ -372,10 +273,7 @@ impl RedisBus {
 
     /// PUBLISHes an envelope; returns how many subscribers heard it.
     async fn publish(&self, channel: &str, body: &[u8]) -> Result<usize, BusError> {
-        let mut payload = Vec::with_capacity(HEADER + body.len());
-        payload.push(VERSION);
-        payload.extend_from_slice(self.node_id.as_bytes());
-        payload.extend_from_slice(body);
+        let payload = wire::seal(self.node_id, body);
         Ok(self.pool.query(cmd("PUBLISH").arg(channel).arg(payload)).await?)
     }
 
@@ -393,8 +291,8 @@ impl RedisBus {
     }
 
     async fn await_acks(&self, seq: u64, control: Control, acks: &Acks) -> Result<usize, BusError> {
-        let message = json(&ControlMessage { seq, control });
-        let heard_by = self.publish(&self.channels.control, &message).await?;
+        let message = wire::json(&ControlMessage { seq, control });
+        let heard_by = self.publish(self.channels.control(), &message).await?;
         // Our own pub/sub connection hears it too and does not answer.
         let expected = heard_by.saturating_sub(usize::from(self.connected.load(Ordering::Acquire)));
         let deadline = tokio::time::Instant::now() + ACK_TIMEOUT;
@@ -416,21 +314,13 @@ impl RedisBus {
 #[async_trait]
 impl Bus for RedisBus {
     async fn announce(&self, event: Event) -> Result<usize, BusError> {
-        let control = match event {
-            Event::Deliver { target, frame } => {
-                let channel = match &target {
-                    Target::Broadcast => self.channels.all.clone(),
-                    Target::Topic(topic) => self.channels.topic(topic),
-                };
-                self.publish(&channel, frame.payload()).await?;
-                return Ok(0);
+        match Control::from_event(event) {
+            Ok(control) => self.announce_control(control).await,
+            Err((target, frame)) => {
+                self.publish(&self.channels.deliveries(&target), frame.payload()).await?;
+                Ok(0)
             }
-            Event::Subscribed { client, topics } => Control::Subscribed { client, topics },
-            Event::Unsubscribed { client, topics } => Control::Unsubscribed { client, topics },
-            Event::Unregistered { client } => Control::Unregistered { client },
-            Event::TopicDeleted { topic } => Control::TopicDeleted { topic },
-        };
-        self.announce_control(control).await
+        }
     }
 
     async fn listen(&self, topics: &[String]) -> Result<(), BusError> {
@@ -487,18 +377,4 @@ async fn within<T>(
         Ok(result) => result.map_err(|err| RedisUnavailable::from(err).into()),
         Err(_) => Err(BusError::Unavailable(format!("redis: no answer within {limit:?}"))),
     }
-}
-
-/// The sender and body of an envelope of our version.
-fn open(payload: &[u8]) -> Option<(Uuid, &[u8])> {
-    if payload.len() < HEADER || payload[0] != VERSION {
-        return None;
-    }
-    let origin = Uuid::from_slice(&payload[1..HEADER]).ok()?;
-    Some((origin, &payload[HEADER..]))
-}
-
-fn json(value: &impl Serialize) -> Vec<u8> {
-    // Serializing these plain structs cannot fail; an empty body would be dropped as malformed.
-    serde_json::to_vec(value).unwrap_or_default()
 }

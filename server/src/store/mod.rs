@@ -171,14 +171,17 @@ pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> StoreResult<()>;
 }
 
-/// Checks a client or topic name: 1-64 of `A-Za-z0-9_.-`.
+/// What a client or topic name may be, in words (error messages).
+pub const NAME_RULE: &str = "1-64 of A-Za-z0-9_.-";
+
+/// What a client or topic name may be, as a pattern (the OpenAPI spec).
+pub const NAME_PATTERN: &str = "^[A-Za-z0-9_.-]{1,64}$";
+
+/// Checks a client or topic name against [`NAME_RULE`] (the one place it is enforced).
 pub fn valid_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
-
-/// The pattern [`valid_name`] enforces, for the OpenAPI spec.
-pub const NAME_PATTERN: &str = "^[A-Za-z0-9_.-]{1,64}$";
 
 /// A generated client name, unique with overwhelming probability (the store still checks).
 pub(crate) fn generated_name() -> String {

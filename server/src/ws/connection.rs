@@ -12,65 +12,61 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::{
-    Frame,
     decode::Incoming,
-    keepalive::closed_if_shutting_down,
-    outlet::Attention,
     socket::{End, Socket, Upgrade, drain, finish},
 };
 use crate::{
-    hub::{CloseReason, ConnHandle, Target},
-    node::Node,
-    store::{Client, StoreError},
+    delivery::{Attention, Frame, closed_if_shutting_down},
+    hub::Target,
+    node::{Connected, Node},
+    store::Client,
 };
-use switchboard_protocol::{CLOSE_UNREGISTERED, ClientFrame, ServerFrame};
-
-/// Store reads tried while subscription changes keep racing the connect.
-const SYNC_ATTEMPTS: usize = 8;
+use switchboard_protocol::{ClientFrame, ServerFrame};
 
 /// The task of one upgraded connection.
 pub(super) fn run(
     node: Arc<Node>,
     client: Client,
     mut upgrade: Upgrade,
-    shutdown: &CancellationToken,
+    shutdown: CancellationToken,
 ) -> impl Future<Output = ()> + Send + use<> {
-    let (conn, generation) = node.hub.attach(client.id, upgrade.direct.take());
-    closed_if_shutting_down(&conn.outlet, shutdown);
-    let socket = upgrade.into_socket(conn.outlet.clone());
-    // The id is a secret: spans carry the name and a connection number only.
-    // Debug level: a span kept per idle connection costs ~0.45 KiB in the log subscriber, so
-    // warnings name the client themselves.
-    let span = tracing::debug_span!("ws", conn = conn.id, client = %client.name);
+    let outlet = node.hub.new_outlet(upgrade.direct.take());
+    closed_if_shutting_down(&outlet, &shutdown);
+    let socket = upgrade.into_socket(outlet);
+    // The id is a secret: spans carry the name only.
+    // Debug level: a span kept per idle connection costs memory in the log subscriber
+    // (docs/performance.md, "Log spans"), so warnings name the client themselves.
+    let span = tracing::debug_span!("ws", client = %client.name);
     // The connection's state is one allocation the task refers to: an async fn keeps a copy of
     // every argument it moves, and every idle connection would pay for those copies.
-    let connection = Box::new(Connection { node, client, conn, socket });
-    connection.serve(generation).instrument(span)
+    let connection = Box::new(Connection { node, client, socket });
+    connection.serve().instrument(span)
 }
 
 struct Connection {
     node: Arc<Node>,
     client: Client,
-    conn: Arc<ConnHandle>,
     socket: Socket,
 }
 
 impl Connection {
-    async fn serve(mut self: Box<Self>, generation: u64) {
+    async fn serve(mut self: Box<Self>) {
         tracing::debug!("connected");
         // What runs once or rarely is boxed, so that it takes no room in the task of every idle
         // connection (a task is as large as its largest state).
-        let (end, opened) = match Box::pin(self.subscriptions(generation)).await {
-            Ok(topics) => {
+        let outlet = self.socket.outlet().clone();
+        let end = match Box::pin(self.node.connect(self.client.id, outlet.clone())).await {
+            Ok(Connected { conn, topics }) => {
                 self.open(topics);
-                (self.pump().await, true)
+                let end = self.pump().await;
+                self.node.hub.detach(&conn);
+                end
             }
-            Err(reason) => (End::Close(reason), false),
+            Err(reason) => {
+                outlet.discard();
+                End::Close(reason)
+            }
         };
-        self.node.hub.detach(&self.conn);
-        if !opened {
-            self.conn.outlet.discard();
-        }
         Box::pin(finish(&mut self.socket, end)).await;
     }
 
@@ -78,14 +74,14 @@ impl Connection {
     fn open(&self, topics: Vec<String>) {
         let id = self.client.id.to_string();
         let welcome = ServerFrame::Welcome { id: &id, topics }.to_json();
-        self.conn.outlet.open(Some(Frame::from_payload(welcome.as_bytes())));
+        self.socket.outlet().open(Some(Frame::from_payload(welcome.as_bytes())));
     }
 
     async fn pump(&mut self) -> End {
         loop {
             // One poll function over the outlet's flags and the socket, no timer: this is all
             // an idle connection's task holds.
-            let event = poll_fn(|cx| match self.conn.outlet.poll_attention(cx) {
+            let event = poll_fn(|cx| match self.socket.outlet().poll_attention(cx) {
                 Poll::Ready(attention) => Poll::Ready(Event::Attention(attention)),
                 Poll::Pending => self.socket.poll_next(cx).map(Event::Incoming),
             })
@@ -115,35 +111,6 @@ impl Connection {
                 return end;
             }
         }
-    }
-
-    /// The client's topics, read from the store only after the socket joined the hub so that
-    /// no subscription change can fall between the two (see [`crate::hub::Hub::sync_topics`]).
-    async fn subscriptions(&self, mut generation: u64) -> Result<Vec<String>, CloseReason> {
-        for _ in 0..SYNC_ATTEMPTS {
-            let stored = match self.node.store.subscriptions(self.client.id).await {
-                Ok(stored) => stored,
-                Err(StoreError::UnknownClient) => {
-                    return Err(CloseReason { code: CLOSE_UNREGISTERED, reason: "unregistered" });
-                }
-                Err(err) => {
-                    tracing::warn!(client = %self.client.name, %err, "cannot read subscriptions");
-                    return Err(CloseReason { code: 1013, reason: "store unavailable" });
-                }
-            };
-            match self.node.hub.sync_topics(self.client.id, generation, stored) {
-                Ok(topics) => {
-                    // Deliveries published on other nodes reach this one only once it listens.
-                    if let Err(err) = self.node.bus.listen(&topics).await {
-                        tracing::warn!(client = %self.client.name, %err, "cannot listen to the client's topics");
-                        return Err(CloseReason { code: 1013, reason: "cluster bus unavailable" });
-                    }
-                    return Ok(topics);
-                }
-                Err(newer) => generation = newer,
-            }
-        }
-        Err(CloseReason { code: 1013, reason: "subscriptions kept changing; reconnect" })
     }
 
     /// Applies one client frame and returns the ack or error frame to send back.

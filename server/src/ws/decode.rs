@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 
 use bytes::{Buf, BytesMut};
 
-use crate::hub::CloseReason;
+use crate::delivery::CloseReason;
 
 /// FIN bit of the first header byte.
 const FIN: u8 = 0x80;
@@ -17,12 +17,12 @@ const MASK: u8 = 0x80;
 /// The longest payload of a control frame (RFC 6455 5.5).
 const MAX_CONTROL: usize = 125;
 
-const CONTINUATION: u8 = 0x0;
-const TEXT: u8 = 0x1;
-const BINARY: u8 = 0x2;
-const CLOSE: u8 = 0x8;
-const PING: u8 = 0x9;
-const PONG: u8 = 0xA;
+const OP_CONTINUATION: u8 = 0x0;
+const OP_TEXT: u8 = 0x1;
+const OP_BINARY: u8 = 0x2;
+const OP_CLOSE: u8 = 0x8;
+const OP_PING: u8 = 0x9;
+const OP_PONG: u8 = 0xA;
 
 /// One complete thing a client sent.
 #[derive(Debug, PartialEq, Eq)]
@@ -51,12 +51,11 @@ pub(super) enum DecodeError {
 impl DecodeError {
     /// The close that answers it.
     pub fn close_reason(&self) -> CloseReason {
-        let (code, reason) = match self {
-            DecodeError::Protocol(_) => (1002, "protocol error"),
-            DecodeError::Utf8 => (1007, "invalid UTF-8"),
-            DecodeError::TooBig => (1009, "message too big"),
-        };
-        CloseReason { code, reason }
+        match self {
+            DecodeError::Protocol(_) => CloseReason::ProtocolError,
+            DecodeError::Utf8 => CloseReason::InvalidUtf8,
+            DecodeError::TooBig => CloseReason::TooBig,
+        }
     }
 }
 
@@ -145,7 +144,7 @@ impl Decoder {
             return Err(DecodeError::Protocol("reserved bits set"));
         }
         let (fin, opcode) = (first & FIN != 0, first & 0x0F);
-        if !matches!(opcode, CONTINUATION | TEXT | BINARY | CLOSE | PING | PONG) {
+        if !matches!(opcode, OP_CONTINUATION | OP_TEXT | OP_BINARY | OP_CLOSE | OP_PING | OP_PONG) {
             return Err(DecodeError::Protocol("unknown opcode"));
         }
         if second & MASK == 0 {
@@ -192,19 +191,19 @@ impl Decoder {
         payload: Vec<u8>,
     ) -> Result<Option<Incoming>, DecodeError> {
         let (opcode, payload) = match (header.opcode, self.message.take()) {
-            (PING, message) => {
+            (OP_PING, message) => {
                 self.message = message;
                 return Ok(Some(Incoming::Ping(payload)));
             }
-            (PONG, message) => {
+            (OP_PONG, message) => {
                 self.message = message;
                 return Ok(Some(Incoming::Pong));
             }
-            (CLOSE, _) => return close(&payload).map(Some),
-            (TEXT | BINARY, Some(_)) => {
+            (OP_CLOSE, _) => return close(&payload).map(Some),
+            (OP_TEXT | OP_BINARY, Some(_)) => {
                 return Err(DecodeError::Protocol("new message before the last one ended"));
             }
-            (CONTINUATION, None) => {
+            (OP_CONTINUATION, None) => {
                 return Err(DecodeError::Protocol("continuation without a message"));
             }
             // A new text or binary message (no other opcode passes the header check).
@@ -223,7 +222,7 @@ impl Decoder {
             return Ok(None);
         }
         Ok(Some(match opcode {
-            TEXT => Incoming::Text(String::from_utf8(payload).map_err(|_| DecodeError::Utf8)?),
+            OP_TEXT => Incoming::Text(String::from_utf8(payload).map_err(|_| DecodeError::Utf8)?),
             _ => Incoming::Binary(payload),
         }))
     }
@@ -297,8 +296,8 @@ mod tests {
     fn decodes_messages_of_every_length_whole_and_byte_by_byte() {
         for len in [0, 1, 125, 126, 127, 0xFFFF, 0x1_0000, 70_000] {
             let text = "é".repeat(len / 2) + &"a".repeat(len % 2);
-            let mut wire = frame(FIN | TEXT, text.as_bytes());
-            wire.extend(frame(FIN | BINARY, &[7; 3]));
+            let mut wire = frame(FIN | OP_TEXT, text.as_bytes());
+            wire.extend(frame(FIN | OP_BINARY, &[7; 3]));
             let expected = vec![Incoming::Text(text.clone()), Incoming::Binary(vec![7; 3])];
             assert_eq!(decode_all(100_000, &wire).unwrap(), expected, "length {len}");
 
@@ -315,13 +314,13 @@ mod tests {
 
     #[test]
     fn fragments_are_joined_around_control_frames() {
-        let mut wire = frame(TEXT, b"hel");
-        wire.extend(frame(FIN | PING, b"p"));
-        wire.extend(frame(CONTINUATION, b"lo "));
-        wire.extend(frame(FIN | PONG, b""));
-        wire.extend(frame(FIN | CONTINUATION, "wörld".as_bytes()));
-        wire.extend(frame(FIN | CLOSE, &[0x03, 0xE8, b'o', b'k']));
-        wire.extend(frame(FIN | CLOSE, b""));
+        let mut wire = frame(OP_TEXT, b"hel");
+        wire.extend(frame(FIN | OP_PING, b"p"));
+        wire.extend(frame(OP_CONTINUATION, b"lo "));
+        wire.extend(frame(FIN | OP_PONG, b""));
+        wire.extend(frame(FIN | OP_CONTINUATION, "wörld".as_bytes()));
+        wire.extend(frame(FIN | OP_CLOSE, &[0x03, 0xE8, b'o', b'k']));
+        wire.extend(frame(FIN | OP_CLOSE, b""));
         assert_eq!(
             decode_all(1024, &wire).unwrap(),
             vec![
@@ -337,51 +336,51 @@ mod tests {
     #[test]
     fn a_text_split_inside_a_character_is_valid_once_whole() {
         let bytes = "ü".as_bytes();
-        let mut wire = frame(TEXT, &bytes[..1]);
-        wire.extend(frame(FIN | CONTINUATION, &bytes[1..]));
+        let mut wire = frame(OP_TEXT, &bytes[..1]);
+        wire.extend(frame(FIN | OP_CONTINUATION, &bytes[1..]));
         assert_eq!(decode_all(16, &wire).unwrap(), vec![Incoming::Text("ü".into())]);
     }
 
     #[test]
     fn protocol_violations_are_refused_with_their_close_codes() {
-        let protocol = |wire: Vec<u8>| decode_all(1024, &wire).unwrap_err().close_reason().code;
-        assert_eq!(protocol(frame(FIN | 0x40 | TEXT, b"x")), 1002, "RSV1 without an extension");
+        let protocol = |wire: Vec<u8>| decode_all(1024, &wire).unwrap_err().close_reason().code();
+        assert_eq!(protocol(frame(FIN | 0x40 | OP_TEXT, b"x")), 1002, "RSV1 without an extension");
         assert_eq!(protocol(frame(FIN | 0x3, b"x")), 1002, "reserved data opcode");
         assert_eq!(protocol(frame(FIN | 0xB, b"x")), 1002, "reserved control opcode");
-        assert_eq!(protocol(frame(PING, b"x")), 1002, "fragmented control frame");
-        assert_eq!(protocol(frame(FIN | PING, &[0; 126])), 1002, "oversize control frame");
-        assert_eq!(protocol(frame(FIN | CONTINUATION, b"x")), 1002, "continuation first");
-        let mut two_starts = frame(TEXT, b"a");
-        two_starts.extend(frame(FIN | TEXT, b"b"));
+        assert_eq!(protocol(frame(OP_PING, b"x")), 1002, "fragmented control frame");
+        assert_eq!(protocol(frame(FIN | OP_PING, &[0; 126])), 1002, "oversize control frame");
+        assert_eq!(protocol(frame(FIN | OP_CONTINUATION, b"x")), 1002, "continuation first");
+        let mut two_starts = frame(OP_TEXT, b"a");
+        two_starts.extend(frame(FIN | OP_TEXT, b"b"));
         assert_eq!(protocol(two_starts), 1002, "a new message inside a fragmented one");
-        let mut unmasked = frame(FIN | TEXT, b"");
+        let mut unmasked = frame(FIN | OP_TEXT, b"");
         unmasked[1] &= !MASK;
         assert_eq!(protocol(unmasked), 1002, "unmasked");
-        let mut huge = vec![FIN | BINARY, MASK | 127];
+        let mut huge = vec![FIN | OP_BINARY, MASK | 127];
         huge.extend_from_slice(&u64::MAX.to_be_bytes());
         huge.extend_from_slice(&KEY);
         assert_eq!(protocol(huge), 1002, "64-bit length with its top bit set");
-        assert_eq!(protocol(frame(FIN | CLOSE, &[3])), 1002, "one-byte close payload");
+        assert_eq!(protocol(frame(FIN | OP_CLOSE, &[3])), 1002, "one-byte close payload");
         for code in [0u16, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000] {
-            assert_eq!(protocol(frame(FIN | CLOSE, &code.to_be_bytes())), 1002, "code {code}");
+            assert_eq!(protocol(frame(FIN | OP_CLOSE, &code.to_be_bytes())), 1002, "code {code}");
         }
         for code in [1000u16, 1001, 1003, 1007, 1011, 1014, 3000, 4999] {
-            let close = decode_all(1024, &frame(FIN | CLOSE, &code.to_be_bytes())).unwrap();
+            let close = decode_all(1024, &frame(FIN | OP_CLOSE, &code.to_be_bytes())).unwrap();
             assert_eq!(close, vec![Incoming::Close(Some(code))]);
         }
     }
 
     #[test]
     fn invalid_utf8_and_oversize_messages_get_1007_and_1009() {
-        let code = |max, wire: Vec<u8>| decode_all(max, &wire).unwrap_err().close_reason().code;
-        assert_eq!(code(64, frame(FIN | TEXT, &[0xC3, 0x28])), 1007);
-        assert_eq!(code(64, frame(FIN | CLOSE, &[0x03, 0xE8, 0xFF])), 1007, "close reason");
-        assert_eq!(code(64, frame(FIN | TEXT, &[b'a'; 65])), 1009);
+        let code = |max, wire: Vec<u8>| decode_all(max, &wire).unwrap_err().close_reason().code();
+        assert_eq!(code(64, frame(FIN | OP_TEXT, &[0xC3, 0x28])), 1007);
+        assert_eq!(code(64, frame(FIN | OP_CLOSE, &[0x03, 0xE8, 0xFF])), 1007, "close reason");
+        assert_eq!(code(64, frame(FIN | OP_TEXT, &[b'a'; 65])), 1009);
         // Refused from the header alone, before the payload arrives.
-        assert_eq!(code(64, frame(FIN | BINARY, &[0; 1000])[..8].to_vec()), 1009);
-        let mut fragments = frame(TEXT, &[b'a'; 40]);
-        fragments.extend(frame(FIN | CONTINUATION, &[b'a'; 40]));
+        assert_eq!(code(64, frame(FIN | OP_BINARY, &[0; 1000])[..8].to_vec()), 1009);
+        let mut fragments = frame(OP_TEXT, &[b'a'; 40]);
+        fragments.extend(frame(FIN | OP_CONTINUATION, &[b'a'; 40]));
         assert_eq!(code(64, fragments), 1009, "the message, not only each frame");
-        assert!(decode_all(64, &frame(FIN | TEXT, &[b'a'; 64])).is_ok());
+        assert!(decode_all(64, &frame(FIN | OP_TEXT, &[b'a'; 64])).is_ok());
     }
 }

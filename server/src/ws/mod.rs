@@ -1,24 +1,15 @@
-//! The WebSocket transport of client connections (`GET /ws/{id}`) and relay peers
-//! (`GET /relay/{id}`, [`relay`]). Each checks its request before upgrading and answers the
-//! handshake itself, so the connection runs on the raw upgraded socket: it reads and decodes the
-//! peer's frames itself (no read buffer while idle), and every write, deliveries as [`Frame`]s
-//! encoded once for every recipient, goes through the socket's [`Outlet`] (straight to the TCP
-//! socket when it has room).
+//! The inbound WebSocket transport of client connections (`GET /ws/{id}`) and relay peers
+//! (`GET /relay/{id}`): each checks its request before upgrading and answers the handshake
+//! itself, so the connection runs on the raw upgraded socket: it reads and decodes the peer's
+//! frames itself (no read buffer while idle) and writes through the socket's
+//! [`Outlet`](crate::delivery::Outlet).
 
 mod connection;
 mod decode;
-mod frame;
-mod keepalive;
-mod outlet;
-mod relay;
+mod relay_peer;
 mod socket;
 
-pub use frame::Frame;
-pub use keepalive::keep_alive;
-#[cfg(test)]
-pub(crate) use outlet::WRITER_QUEUE;
-pub use outlet::{Outlet, PendingWrites, Writer, outlets_in_slice};
-pub use relay::upgrade as relay_upgrade;
+pub use relay_peer::upgrade as relay_upgrade;
 
 use std::sync::Arc;
 
@@ -35,7 +26,8 @@ use crate::{error::AppError, listener::DirectSockets, node::Node};
 #[derive(Clone)]
 pub struct WsSettings {
     pub max_message_bytes: usize,
-    /// Cancelled at shutdown: every connection closes with 1001 (see [`keep_alive`]).
+    /// Cancelled at shutdown: every connection closes with 1001 (see
+    /// [`keep_alive`](crate::delivery::keep_alive)).
     pub shutdown: CancellationToken,
     /// Tracks connection tasks so shutdown can wait for them.
     pub tasks: TaskTracker,
@@ -59,5 +51,5 @@ pub async fn upgrade(
         .await
         .map_err(|err| AppError::from(err).unknown_client_forbidden())?;
     let (node, shutdown) = (Arc::clone(&node), settings.shutdown.clone());
-    socket::accept(req, &settings, move |upgrade| connection::run(node, client, upgrade, &shutdown))
+    socket::accept(req, &settings, move |upgrade| connection::run(node, client, upgrade, shutdown))
 }

@@ -26,15 +26,13 @@ use tokio::{
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use super::{
-    Frame, WsSettings,
+    WsSettings,
     decode::{Decoder, Incoming},
-    outlet::Outlet,
 };
 use crate::{
+    delivery::{CloseReason, Frame, Outlet, close_echo},
     error::AppError,
-    hub::{CloseReason, SLOW_CONSUMER},
 };
-use switchboard_protocol::{CLOSE_PING_TIMEOUT, CLOSE_SLOW_CONSUMER};
 
 /// A write that cannot progress for this long means the peer stopped reading.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -117,12 +115,7 @@ impl Socket {
                         self.ready.clear();
                         if !self.close_sent {
                             self.close_sent = true;
-                            // Echo the peer's code (RFC 6455 5.5.1); none if it gave none.
-                            let reply = match code {
-                                Some(code) => Frame::close(*code, ""),
-                                None => Frame::close_empty(),
-                            };
-                            let _ = self.send(reply);
+                            let _ = self.send(close_echo(*code));
                         }
                         return Poll::Ready(None);
                     }
@@ -174,6 +167,10 @@ impl Socket {
             self.read_done = true;
             End::Close(err.close_reason())
         }))
+    }
+
+    pub fn outlet(&self) -> &Arc<Outlet> {
+        &self.outlet
     }
 
     /// Writes a frame of this socket's own (ack, error, ping, pong) behind what waits.
@@ -273,7 +270,7 @@ async fn guard(write: impl Future<Output = io::Result<()>>, outlet: &Outlet) -> 
         reason = outlet.closing() => Err(End::Close(reason)),
         () = sleep(WRITE_TIMEOUT) => {
             outlet.close_slow_consumer("write stalled");
-            Err(End::Close(SLOW_CONSUMER))
+            Err(End::Close(CloseReason::SlowConsumer))
         }
     }
 }
@@ -286,7 +283,11 @@ pub(super) fn send_frames(outlet: &Outlet, frames: Vec<Frame>) -> Result<(), End
 
 /// How a socket whose outlet refused a frame ends: gone, or closed for not keeping up.
 fn write_failed(err: &io::Error) -> End {
-    if err.kind() == io::ErrorKind::BrokenPipe { End::Gone } else { End::Close(SLOW_CONSUMER) }
+    if err.kind() == io::ErrorKind::BrokenPipe {
+        End::Gone
+    } else {
+        End::Close(CloseReason::SlowConsumer)
+    }
 }
 
 /// Ends a socket: nothing if the stream is cut (a frame half written, or the peer gone), else
@@ -307,8 +308,8 @@ async fn close(socket: &mut Socket, end: End) {
         let _ = socket.drain_all().await;
         return;
     };
-    tracing::debug!(code = reason.code, reason = reason.reason, "closing");
-    let peer_is_responsive = !matches!(reason.code, CLOSE_PING_TIMEOUT | CLOSE_SLOW_CONSUMER);
+    tracing::debug!(code = reason.code(), reason = reason.reason(), "closing");
+    let peer_is_responsive = reason.peer_is_responsive();
     if !peer_is_responsive {
         socket.outlet.discard();
     }
@@ -317,9 +318,7 @@ async fn close(socket: &mut Socket, end: End) {
         return;
     }
     socket.close_sent = true;
-    if socket.send(Frame::close(reason.code, reason.reason)).is_ok()
-        && socket.drain_all().await.is_ok()
-        && peer_is_responsive
+    if socket.send(reason.frame()).is_ok() && socket.drain_all().await.is_ok() && peer_is_responsive
     {
         while let Some(Ok(_)) = socket.next().await {}
     }

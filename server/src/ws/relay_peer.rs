@@ -13,17 +13,15 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::{
-    Frame, WsSettings,
+    WsSettings,
     decode::Incoming,
-    keepalive::closed_if_shutting_down,
-    outlet::Attention,
     socket::{End, Socket, Upgrade, drain, finish, send_frames},
 };
 use crate::{
+    delivery::{Attention, CloseReason, Frame, closed_if_shutting_down},
     error::AppError,
-    hub::CloseReason,
     node::Node,
-    relay::{PeerHandle, Reach, Relay, RelayItem, valid_id},
+    relay::{ID_RULE, PeerHandle, Reach, Relay, RelayItem, valid_id},
     store::PeerAddr,
 };
 
@@ -35,8 +33,6 @@ const REMOTE_CLOSE: &str = "/remote:close";
 const RESERVED: [&str; 3] = ["/remote:", "/status:", "/error:"];
 const NOT_RECEIVED: &str = "/error:0001:The message was not received by anyone.:";
 const RESERVED_PREFIX: &str = "/error:0002:Reserved prefix.:";
-
-const UNAVAILABLE: CloseReason = CloseReason { code: 1013, reason: "relay unavailable" };
 
 #[derive(serde::Deserialize)]
 pub struct RelayQuery {
@@ -55,10 +51,7 @@ pub async fn upgrade(
 ) -> poem::Result<Response> {
     super::socket::handshake_key(req)?;
     if !valid_id(&id) {
-        return Err(AppError::BadRequest(format!(
-            "relay id must be 1-128 of A-Za-z0-9_.:- (got `{id}`)"
-        ))
-        .into());
+        return Err(AppError::BadRequest(format!("relay id must be {ID_RULE} (got `{id}`)")).into());
     }
     if !node.relay.key_is_valid(query.key.as_deref()) {
         let why = if query.key.is_none() { "missing relay key" } else { "invalid relay key" };
@@ -70,7 +63,7 @@ pub async fn upgrade(
 }
 
 /// Most of the partner's frames taken from the queue at once.
-const BATCH: usize = 64;
+const PARTNER_BATCH: usize = 64;
 
 async fn run(relay: Arc<Relay>, id: String, mut upgraded: Upgrade, shutdown: CancellationToken) {
     let (me, queue) = relay.attach(upgraded.direct.take());
@@ -79,8 +72,8 @@ async fn run(relay: Arc<Relay>, id: String, mut upgraded: Upgrade, shutdown: Can
     let socket = upgraded.into_socket(me.outlet.clone());
     me.outlet.open(None);
     // The id is the peers' shared secret: spans carry the peer number only.
-    // Debug level: a span kept per idle socket costs ~0.45 KiB in the log subscriber, so
-    // warnings name the peer themselves.
+    // Debug level: a span kept per idle socket costs memory in the log subscriber
+    // (docs/performance.md, "Log spans"), so warnings name the peer themselves.
     let span = tracing::debug_span!("relay", peer = me.addr.peer);
     let peer = Peer { relay, id, me, state: State::Waiting { rejoined: false }, stash: None };
     peer.serve(socket, queue).instrument(span).await;
@@ -164,7 +157,7 @@ impl Peer {
         loop {
             let waiting = self.relay.meet(&self.id, me).await.map_err(|err| {
                 tracing::warn!(peer = self.me.addr.peer, %err, "relay rendezvous failed");
-                End::Close(UNAVAILABLE)
+                End::Close(CloseReason::RelayUnavailable)
             })?;
             let Some(partner) = waiting else {
                 if announce {
@@ -183,7 +176,7 @@ impl Peer {
                 Ok(Reach::Refused | Reach::NodeGone) => continue,
                 Err(err) => {
                     tracing::warn!(peer = self.me.addr.peer, %err, "cannot reach a waiting relay peer");
-                    return Err(End::Close(UNAVAILABLE));
+                    return Err(End::Close(CloseReason::RelayUnavailable));
                 }
             }
         }
@@ -217,7 +210,7 @@ impl Peer {
             (RelayItem::Data { from, frame }, State::Paired(partner)) if from == partner => {
                 // The partner's frames already queued behind this one go out in one batch.
                 let mut batch = vec![frame];
-                while batch.len() < BATCH {
+                while batch.len() < PARTNER_BATCH {
                     match queue.try_recv() {
                         Ok(RelayItem::Data { from, frame }) if from == partner => batch.push(frame),
                         Ok(other) => {

@@ -15,30 +15,22 @@ use std::{
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
     task::{Context, Poll},
-    time::Duration,
 };
 
 use bytes::{Buf, Bytes};
-use dashmap::DashMap;
 use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
 use poem::Upgraded;
 use rustix::net::{SendAncillaryBuffer, SendFlags};
-use switchboard_protocol::CLOSE_PING_TIMEOUT;
 use tokio::{
     io::{AsyncWriteExt, Interest},
     net::TcpStream,
-    sync::mpsc,
 };
 
-use super::Frame;
-use crate::hub::{CloseReason, SLOW_CONSUMER};
+use super::{CloseReason, Frame, PendingWrites};
 
 /// Most frames in one write.
-const BATCH: usize = 64;
-
-/// Why a socket whose writes failed ends; never sent (the socket is gone).
-const LOST: CloseReason = CloseReason { code: 1006, reason: "connection lost" };
+const MAX_FRAMES_PER_WRITE: usize = 64;
 
 /// Why a socket's task is wanted.
 pub enum Attention {
@@ -47,9 +39,6 @@ pub enum Attention {
     /// Write what waits in the backlog.
     Write,
 }
-
-/// Why a socket that did not answer a ping in time is closed.
-const PING_TIMEOUT: CloseReason = CloseReason { code: CLOSE_PING_TIMEOUT, reason: "ping timeout" };
 
 /// One socket's writes: its direct socket (plain TCP), its backlog, how it is closed, and
 /// whether it answered its last ping. Every socket has one, so it holds no more than that.
@@ -154,11 +143,11 @@ impl Backlog {
                 0 => return Progress::Empty,
                 1 => send(&[IoSlice::new(&self.frames[0])]),
                 count => {
-                    let mut slices = [IoSlice::new(&[]); BATCH];
+                    let mut slices = [IoSlice::new(&[]); MAX_FRAMES_PER_WRITE];
                     for (slice, frame) in slices.iter_mut().zip(&self.frames) {
                         *slice = IoSlice::new(frame);
                     }
-                    send(&slices[..count.min(BATCH)])
+                    send(&slices[..count.min(MAX_FRAMES_PER_WRITE)])
                 }
             };
             match result {
@@ -234,7 +223,7 @@ impl Outlet {
         }
         if !backlog.task_writes && !backlog.pending {
             backlog.pending = true;
-            pending.0.push(self.clone());
+            pending.push(self.clone());
         }
         true
     }
@@ -267,8 +256,9 @@ impl Outlet {
         Ok(())
     }
 
-    /// Writes the backlog out for a [`PendingWrites`] that gathered this outlet.
-    fn write_pending(&self) {
+    /// Writes the backlog out for a [`PendingWrites`](super::PendingWrites) that gathered this
+    /// outlet.
+    pub(super) fn write_pending(&self) {
         let mut backlog = self.backlog.lock();
         backlog.pending = false;
         if backlog.task_writes {
@@ -294,7 +284,7 @@ impl Outlet {
                 backlog.broken = true;
                 backlog.sealed = true;
                 backlog.frames.clear();
-                self.close(LOST);
+                self.close(CloseReason::Lost);
             }
         }
     }
@@ -325,7 +315,7 @@ impl Outlet {
 
     /// Closes the socket with 4008 because it does not keep up (`why`); counted once.
     pub fn close_slow_consumer(&self, why: &'static str) {
-        if self.close(SLOW_CONSUMER) {
+        if self.close(CloseReason::SlowConsumer) {
             self.slow_closes.fetch_add(1, Ordering::Relaxed);
             tracing::warn!("{why}: closing slow consumer");
         }
@@ -361,7 +351,7 @@ impl Outlet {
     /// timeout); any other is pinged.
     pub fn ping(&self) {
         if self.awaiting_pong.swap(true, Ordering::Relaxed) {
-            self.close(PING_TIMEOUT);
+            self.close(CloseReason::PingTimeout);
         } else {
             // A failed write closes the socket itself.
             let _ = self.send(Frame::ping().into_bytes());
@@ -415,7 +405,7 @@ impl Outlet {
                     }
                     // Taken out before written: if the write is cut, so is the stream.
                     backlog.mid_frame = true;
-                    let count = backlog.frames.len().min(BATCH);
+                    let count = backlog.frames.len().min(MAX_FRAMES_PER_WRITE);
                     backlog.frames.drain(..count).collect()
                 };
                 if let [frame] = batch.as_slice() {
@@ -454,110 +444,5 @@ impl Outlet {
         let backlog = self.backlog.lock();
         // With a direct socket a partly written frame stays in the backlog to be finished.
         backlog.broken || (backlog.mid_frame && self.direct.is_none())
-    }
-}
-
-/// The outlets of the sockets in `sockets` whose number is `slice` modulo `slices` (a share of
-/// a keep-alive round; `0, 1` for all).
-pub fn outlets_in_slice<S>(
-    sockets: &DashMap<u64, Arc<S>>,
-    slice: u64,
-    slices: u64,
-    outlet: impl Fn(&Arc<S>) -> &Arc<Outlet>,
-) -> Vec<Arc<Outlet>> {
-    let mine = sockets.iter().filter(|entry| entry.key() % slices == slice);
-    mine.map(|entry| outlet(entry.value()).clone()).collect()
-}
-
-/// Outlets that took a delivery and are written once every recipient has it: the frames a
-/// socket received meanwhile leave in one write. Dropping it writes them here and now; handing
-/// it to a [`Writer`] writes them there.
-#[derive(Default)]
-pub struct PendingWrites(Vec<Arc<Outlet>>);
-
-impl PendingWrites {
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl Drop for PendingWrites {
-    fn drop(&mut self) {
-        // Last offered, first written: the next delivery offers in the same order as this one,
-        // so walking the other way it meets this write on one socket's lock instead of
-        // trailing it from lock to lock (saturated fan-out: 0.78M -> 1.22M deliveries/s, the
-        // spinning on those locks was 7% of the server's CPU).
-        for outlet in self.0.drain(..).rev() {
-            outlet.write_pending();
-        }
-    }
-}
-
-/// Most deliveries waiting for the [`Writer`]: past that a publisher waits, and a delivery from
-/// another node is written where it was made. So a socket's backlog holds at most about this
-/// many frames more than the publishes in progress; it also bounds how many frames a socket
-/// gathers while the writer pauses ([`GATHER`]). Saturated fan-out with the pause
-/// (`switchboard-bench fanout --rate 0 --seconds 10`, two runs each; uWebSockets.js 1.83-1.86M
-/// deliveries/s at 0.53 µs, p99 46-48 ms in the same session):
-///
-/// | queue | deliveries/s | µs each | p99 ms |
-/// |---|---|---|---|
-/// | 8 | 1.94-1.95M | 0.44 | 46-57 |
-/// | 12 | 2.41-2.55M | 0.36-0.39 | 45-48 |
-/// | 16 | 2.63-2.89M | 0.34-0.37 | 48-68 |
-/// | 32 | 3.56-3.66M | 0.27-0.28 | 75-82 (2 ms pause) |
-///
-/// 12 is the most throughput whose p99 stays level with uWebSockets'.
-pub(crate) const WRITER_QUEUE: usize = 12;
-
-/// How long the writer lets deliveries gather once it is behind (its last round took more than
-/// one): each socket's frames then leave in fewer, fuller writes, as uWebSockets writes once per
-/// event-loop turn. Without it the writer chased every publish and wrote ~6 frames per system
-/// call at saturation: 1.46-1.48M deliveries/s at 0.71-0.73 µs, against 2.41-2.55M at
-/// 0.36-0.39 µs with it (queue 12). A delivery that finds the writer idle is written at once,
-/// so at a low rate nothing waits.
-const GATHER: Duration = Duration::from_millis(1);
-
-/// The task that writes delivered frames out. While it writes one delivery's sockets (or
-/// pauses, once behind), the deliveries made meanwhile add their frames to the sockets it has
-/// not reached yet, so under load each socket gets several frames per write (as uWebSockets
-/// drains its sockets once per event-loop turn), and at a low rate each frame still leaves at
-/// once.
-pub struct Writer {
-    jobs: mpsc::Sender<PendingWrites>,
-}
-
-impl Writer {
-    /// Starts the writing task; it ends once the writer is dropped.
-    pub fn start() -> Writer {
-        let (jobs, mut queue) = mpsc::channel::<PendingWrites>(WRITER_QUEUE);
-        tokio::spawn(async move {
-            let mut taken = Vec::new();
-            while queue.recv_many(&mut taken, WRITER_QUEUE).await > 0 {
-                let behind = taken.len() > 1;
-                // Dropping a job writes it.
-                taken.clear();
-                if behind {
-                    tokio::time::sleep(GATHER).await;
-                }
-            }
-        });
-        Writer { jobs }
-    }
-
-    /// Has `pending` written; waits while the writer is [`WRITER_QUEUE`] deliveries behind (a
-    /// publisher cannot outrun the sockets).
-    pub async fn write(&self, pending: PendingWrites) {
-        // Sent even when empty (every recipient already waits for the writer): it still takes
-        // a place in the queue, so a publisher cannot pile frames up faster than it writes.
-        // Refused only once the writing task is gone: dropping the job writes it here.
-        let _ = self.jobs.send(pending).await;
-    }
-
-    /// Has `pending` written without waiting for it.
-    pub fn write_later(&self, pending: PendingWrites) {
-        if !pending.is_empty() {
-            let _ = self.jobs.try_send(pending);
-        }
     }
 }

@@ -47,15 +47,16 @@ impl Frame {
         Frame::copied(payload, FIN_PONG)
     }
 
-    /// A close frame with a status code and a short reason (RFC 6455 5.5.1).
-    pub fn close(code: u16, reason: &str) -> Frame {
+    /// A close frame with a status code and a short reason (RFC 6455 5.5.1); built only by
+    /// [`super::close`], where every code the server sends lives.
+    pub(super) fn close(code: u16, reason: &str) -> Frame {
         let mut payload = code.to_be_bytes().to_vec();
         payload.extend_from_slice(reason.as_bytes());
         Frame::copied(&payload, FIN_CLOSE)
     }
 
     /// A close frame without a status code (the answer to a close that had none).
-    pub fn close_empty() -> Frame {
+    pub(super) fn close_empty() -> Frame {
         Frame::copied(&[], FIN_CLOSE)
     }
 
