@@ -15,7 +15,6 @@ use std::{
 };
 
 use dashmap::DashMap;
-use tokio::net::TcpStream;
 
 use crate::{
     delivery::{CloseReason, Frame, Outlet, PendingWrites, Writer},
@@ -33,16 +32,10 @@ pub enum Target {
     Topic(String),
 }
 
-/// The hub's side of one live connection: where its frames go and how it is closed.
-pub struct ConnHandle {
-    pub id: ConnId,
-    pub client: ClientId,
-    pub outlet: Arc<Outlet>,
-}
-
 #[derive(Default)]
 struct LocalClient {
-    conns: Vec<Arc<ConnHandle>>,
+    /// The client's live connections here and their outlets.
+    conns: Vec<(ConnId, Arc<Outlet>)>,
     topics: TopicSet,
     /// Bumped by every subscription change applied here; see [`Hub::sync_topics`].
     generation: u64,
@@ -52,61 +45,58 @@ struct LocalClient {
 #[derive(Debug, Default)]
 pub struct HubStats {
     pub deliveries: AtomicU64,
-    /// Shared with every connection's outlet, which counts its own slow-consumer close.
-    pub slow_consumer_closes: Arc<AtomicU64>,
+    /// Connections closed because they did not keep up.
+    pub slow_consumer_closes: AtomicU64,
 }
 
 /// This node's live connections. Lock order where two maps are touched: `clients`, then
 /// `topics`, then `conns`; fan-out holds one shard at a time and never waits while holding it.
 pub struct Hub {
-    /// Every live connection's outlet, for broadcasts. The maps a fan-out walks hold outlets
-    /// themselves, not [`ConnHandle`]s: one pointer less to follow per recipient.
+    /// Every live connection's outlet, for broadcasts.
     conns: DashMap<ConnId, Arc<Outlet>>,
     /// Clients with at least one live connection here, with their subscriptions.
     clients: DashMap<ClientId, LocalClient>,
     /// Topic to the outlets of the live connections subscribed to it.
     topics: DashMap<String, HashMap<ConnId, Arc<Outlet>>>,
     next_conn_id: AtomicU64,
-    queue_bound: usize,
     /// Writes deliveries out; none outside a runtime (they are then written where made).
     writer: Option<Writer>,
     pub stats: HubStats,
 }
 
+impl Default for Hub {
+    fn default() -> Self {
+        Hub::new()
+    }
+}
+
 impl Hub {
-    pub fn new(queue_bound: usize) -> Self {
+    /// An empty hub; its writer task starts on the current runtime (none outside one).
+    pub fn new() -> Self {
         Hub {
             conns: DashMap::new(),
             clients: DashMap::new(),
             topics: DashMap::new(),
             next_conn_id: AtomicU64::new(1),
-            queue_bound: queue_bound.max(1),
             writer: tokio::runtime::Handle::try_current().is_ok().then(Writer::start),
             stats: HubStats::default(),
         }
     }
 
-    /// A new socket's outlet, writing straight to `direct` when given (plain TCP), with this
-    /// hub's bound on what may wait for it.
-    pub fn new_outlet(&self, direct: Option<Arc<TcpStream>>) -> Arc<Outlet> {
-        Outlet::new(direct, self.queue_bound, self.stats.slow_consumer_closes.clone())
-    }
-
     /// Adds a connection of `client` writing through `outlet`; it receives broadcasts at once
     /// and the client's topics once [`sync_topics`](Self::sync_topics) has set them. Returns the
-    /// handle and the generation to pass to `sync_topics`.
-    pub fn attach(&self, client: ClientId, outlet: Arc<Outlet>) -> (Arc<ConnHandle>, u64) {
+    /// connection's id and the generation to pass to `sync_topics`.
+    pub fn attach(&self, client: ClientId, outlet: Arc<Outlet>) -> (ConnId, u64) {
         let id = self.next_conn_id.fetch_add(1, Ordering::Relaxed);
-        let conn = Arc::new(ConnHandle { id, client, outlet });
         let mut local = self.clients.entry(client).or_default();
-        local.conns.push(conn.clone());
         for topic in &local.topics {
-            self.topics.entry(topic.clone()).or_default().insert(conn.id, conn.outlet.clone());
+            self.topics.entry(topic.clone()).or_default().insert(id, outlet.clone());
         }
+        local.conns.push((id, outlet.clone()));
         let generation = local.generation;
         drop(local);
-        self.conns.insert(conn.id, conn.outlet.clone());
-        (conn, generation)
+        self.conns.insert(id, outlet);
+        (id, generation)
     }
 
     /// Sets the client's topics to `stored` (read from the store after `generation` was taken),
@@ -128,34 +118,35 @@ impl Hub {
         }
         let stored = TopicSet::from(stored);
         for topic in local.topics.iter().filter(|topic| !stored.contains(topic)) {
-            for conn in &local.conns {
-                self.remove_from_topic(topic, conn.id);
+            for (conn, _) in &local.conns {
+                self.remove_from_topic(topic, *conn);
             }
         }
         for topic in stored.iter().filter(|topic| !local.topics.contains(topic)) {
             let mut subscribers = self.topics.entry(topic.clone()).or_default();
-            for conn in &local.conns {
-                subscribers.insert(conn.id, conn.outlet.clone());
+            for (conn, outlet) in &local.conns {
+                subscribers.insert(*conn, outlet.clone());
             }
         }
         local.topics = stored;
         Ok(local.topics.to_vec())
     }
 
-    /// Removes a connection that ended; it takes no delivery from now on. Safe to call for one
-    /// already removed.
-    pub fn detach(&self, conn: &ConnHandle) {
-        conn.outlet.seal();
-        if let dashmap::Entry::Occupied(mut local) = self.clients.entry(conn.client) {
-            local.get_mut().conns.retain(|c| c.id != conn.id);
+    /// Removes connection `conn` of `client`, which ended; it takes no delivery from now on.
+    /// Safe to call for one already removed.
+    pub fn detach(&self, client: ClientId, conn: ConnId) {
+        if let Some((_, outlet)) = self.conns.remove(&conn) {
+            outlet.seal();
+        }
+        if let dashmap::Entry::Occupied(mut local) = self.clients.entry(client) {
+            local.get_mut().conns.retain(|(id, _)| *id != conn);
             for topic in &local.get().topics {
-                self.remove_from_topic(topic, conn.id);
+                self.remove_from_topic(topic, conn);
             }
             if local.get().conns.is_empty() {
                 local.remove();
             }
         }
-        self.conns.remove(&conn.id);
     }
 
     fn remove_from_topic(&self, topic: &str, conn: ConnId) {
@@ -218,8 +209,8 @@ impl Hub {
         for topic in topics {
             if local.topics.insert(topic) {
                 let mut subscribers = self.topics.entry(topic.clone()).or_default();
-                for conn in &local.conns {
-                    subscribers.insert(conn.id, conn.outlet.clone());
+                for (conn, outlet) in &local.conns {
+                    subscribers.insert(*conn, outlet.clone());
                 }
             }
         }
@@ -233,8 +224,8 @@ impl Hub {
         local.generation += 1;
         for topic in topics {
             if local.topics.remove(topic) {
-                for conn in &local.conns {
-                    self.remove_from_topic(topic, conn.id);
+                for (conn, _) in &local.conns {
+                    self.remove_from_topic(topic, *conn);
                 }
             }
         }
@@ -245,12 +236,12 @@ impl Hub {
         let Some((_, local)) = self.clients.remove(&client) else {
             return 0;
         };
-        for conn in &local.conns {
+        for (conn, outlet) in &local.conns {
             for topic in &local.topics {
-                self.remove_from_topic(topic, conn.id);
+                self.remove_from_topic(topic, *conn);
             }
-            self.conns.remove(&conn.id);
-            conn.outlet.close(CloseReason::Unregistered);
+            self.conns.remove(conn);
+            outlet.close(CloseReason::Unregistered);
         }
         local.conns.len()
     }
@@ -304,50 +295,53 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::delivery::Owner;
     use uuid::Uuid;
 
     fn frame(text: &str) -> Frame {
         Frame::text(text)
     }
 
-    /// What waits for the connection (no socket: nothing is written).
-    fn waiting(conn: &ConnHandle) -> Vec<Vec<u8>> {
-        conn.outlet.take_waiting()
+    /// An outlet with no socket (nothing is written) holding at most `bound` frames.
+    fn outlet(bound: usize) -> Arc<Outlet> {
+        Outlet::new(None, Arc::new(Owner::default()), bound)
     }
 
     #[tokio::test]
     async fn topic_delivery_reaches_only_subscribers_and_every_socket_of_a_client() {
-        let hub = Hub::new(8);
+        let hub = Hub::new();
         let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
-        let (a1, generation) = hub.attach(alice, hub.new_outlet(None));
+        let (a1, a2, b) = (outlet(8), outlet(8), outlet(8));
+        let (_, generation) = hub.attach(alice, a1.clone());
         let synced = hub.sync_topics(alice, generation, vec!["news".into()]);
         assert_eq!(synced, Ok(vec!["news".into()]));
-        let (a2, _) = hub.attach(alice, hub.new_outlet(None));
-        let (b, _) = hub.attach(bob, hub.new_outlet(None));
+        hub.attach(alice, a2.clone());
+        hub.attach(bob, b.clone());
         assert_eq!(hub.deliver(&Target::Topic("news".into()), &frame("n1")), 2);
-        assert_eq!(waiting(&a1), [b"n1"]);
-        assert_eq!(waiting(&a2), [b"n1"]);
-        assert!(waiting(&b).is_empty());
+        assert_eq!(a1.take_waiting(), [b"n1"]);
+        assert_eq!(a2.take_waiting(), [b"n1"]);
+        assert!(b.take_waiting().is_empty());
         hub.subscribed(bob, &["news".into()]);
         assert_eq!(hub.deliver(&Target::Topic("news".into()), &frame("n2")), 3);
         hub.unsubscribed(alice, &["news".into()]);
         assert_eq!(hub.deliver(&Target::Topic("news".into()), &frame("n3")), 1);
         assert_eq!(hub.deliver(&Target::Broadcast, &frame("all")), 3);
-        assert_eq!(waiting(&b), [&b"n2"[..], b"n3", b"all"]);
+        assert_eq!(b.take_waiting(), [&b"n2"[..], b"n3", b"all"]);
     }
 
     #[tokio::test]
     async fn a_change_during_the_store_read_makes_the_read_retry() {
-        let hub = Hub::new(4);
+        let hub = Hub::new();
         let client = Uuid::new_v4();
-        let (conn, generation) = hub.attach(client, hub.new_outlet(None));
+        let conn = outlet(4);
+        let (_, generation) = hub.attach(client, conn.clone());
         // The store was read (no topics) just before an HTTP subscribe reached this hub.
         hub.subscribed(client, &["news".into()]);
         let retry = hub.sync_topics(client, generation, vec![]).unwrap_err();
         let synced = hub.sync_topics(client, retry, vec!["news".into()]);
         assert_eq!(synced, Ok(vec!["news".into()]));
         assert_eq!(hub.deliver(&Target::Topic("news".into()), &frame("n")), 1);
-        assert_eq!(waiting(&conn), [b"n"]);
+        assert_eq!(conn.take_waiting(), [b"n"]);
         // A later read says unsubscribed: the socket stops receiving.
         assert_eq!(hub.sync_topics(client, retry, vec![]), Ok(vec![]));
         assert_eq!(hub.deliver(&Target::Topic("news".into()), &frame("n")), 0);
@@ -355,17 +349,17 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_backlog_closes_that_connection_only() {
-        let hub = Hub::new(2);
-        let (slow, _) = hub.attach(Uuid::new_v4(), hub.new_outlet(None));
-        let (fast, _) = hub.attach(Uuid::new_v4(), hub.new_outlet(None));
+        let hub = Hub::new();
+        let (slow, fast) = (outlet(2), outlet(2));
+        hub.attach(Uuid::new_v4(), slow.clone());
+        hub.attach(Uuid::new_v4(), fast.clone());
         for i in 0..3 {
             hub.deliver(&Target::Broadcast, &frame(&i.to_string()));
-            waiting(&fast);
+            fast.take_waiting();
         }
-        assert_eq!(slow.outlet.closing().await, CloseReason::SlowConsumer);
-        assert!(fast.outlet.close_reason().is_none());
-        assert_eq!(hub.stats.slow_consumer_closes.load(Ordering::Relaxed), 1);
-        assert_eq!(waiting(&slow), [b"0", b"1"]);
+        assert_eq!(slow.close_reason(), Some(CloseReason::SlowConsumer));
+        assert_eq!(fast.close_reason(), None);
+        assert_eq!(slow.take_waiting(), [b"0", b"1"]);
     }
 
     #[tokio::test]
@@ -373,10 +367,11 @@ mod tests {
         use crate::delivery::WRITER_QUEUE;
         use futures_util::FutureExt;
 
-        let hub = Hub::new(4 * WRITER_QUEUE);
+        let hub = Hub::new();
         // Not open, so nothing is for the writer to write; each delivery still takes a place
         // in its queue, or publishers would run ahead of it without bound.
-        let (conn, _) = hub.attach(Uuid::new_v4(), hub.new_outlet(None));
+        let conn = outlet(4 * WRITER_QUEUE);
+        hub.attach(Uuid::new_v4(), conn.clone());
         // One thread, and no await yet: the writer task has not run.
         for i in 0..WRITER_QUEUE {
             let message = frame(&i.to_string());
@@ -387,23 +382,27 @@ mod tests {
         let mut over = std::pin::pin!(hub.deliver_written(&Target::Broadcast, &message));
         assert_eq!((&mut over).now_or_never(), None, "one more waits for the writer");
         assert_eq!(over.await, 1);
-        assert_eq!(waiting(&conn).len(), WRITER_QUEUE + 1);
+        assert_eq!(conn.take_waiting().len(), WRITER_QUEUE + 1);
     }
 
     #[tokio::test]
     async fn unregister_and_detach_leave_no_trace() {
-        let hub = Hub::new(4);
+        let hub = Hub::new();
         let client = Uuid::new_v4();
-        let (c1, generation) = hub.attach(client, hub.new_outlet(None));
-        let (c2, _) = hub.attach(client, hub.new_outlet(None));
+        let (o1, o2) = (outlet(4), outlet(4));
+        let (c1, generation) = hub.attach(client, o1.clone());
+        let (c2, _) = hub.attach(client, o2.clone());
         assert!(hub.sync_topics(client, generation, vec!["t".into()]).is_ok());
         assert_eq!(hub.unregistered(client), 2);
-        assert_eq!(c1.outlet.closing().await, CloseReason::Unregistered);
-        hub.detach(&c1);
-        hub.detach(&c2);
+        assert_eq!(o1.close_reason(), Some(CloseReason::Unregistered));
+        hub.detach(client, c1);
+        hub.detach(client, c2);
         assert_eq!((hub.connection_count(), hub.connected_client_count()), (0, 0));
         assert!(hub.topics.is_empty());
+
         // A detached connection takes nothing more, even from a fan-out that still holds it.
-        assert!(!c1.outlet.offer(&frame("late"), &mut PendingWrites::default()));
+        let (c3, _) = hub.attach(client, o1.clone());
+        hub.detach(client, c3);
+        assert!(!o1.offer(&frame("late"), &mut PendingWrites::default()));
     }
 }

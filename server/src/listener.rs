@@ -1,6 +1,6 @@
 //! The plain-TCP listener: every accepted socket stays reachable by its address pair, so a
-//! WebSocket upgraded on it can be written to directly (see [`crate::ws::Outlet`]) rather than
-//! through the HTTP stack's layers of boxed, split IO.
+//! WebSocket upgraded on it can be taken over from the HTTP stack and read and written directly
+//! rather than through the stack's layers of boxed, split IO.
 
 use std::{
     io,

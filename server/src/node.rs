@@ -14,7 +14,7 @@ use crate::{
     bus::{Applied, Bus, BusError, BusHandler, Event},
     delivery::{CloseReason, Frame, Outlet},
     error::AppError,
-    hub::{ConnHandle, Hub, Target},
+    hub::{ConnId, Hub, Target},
     relay::Relay,
     store::{Client, ClientId, NAME_RULE, Store, StoreError, TopicInfo, valid_name},
 };
@@ -33,9 +33,9 @@ pub struct Node {
     configured_topics: Vec<String>,
 }
 
-/// A client's socket once connected: its handle in the hub and the client's topics, sorted.
+/// A client's socket once connected: its id in the hub and the client's topics, sorted.
 pub struct Connected {
-    pub conn: Arc<ConnHandle>,
+    pub conn: ConnId,
     pub topics: Vec<String>,
 }
 
@@ -122,7 +122,7 @@ impl Node {
         match topics {
             Ok(topics) => Ok(Connected { conn, topics }),
             Err(reason) => {
-                self.hub.detach(&conn);
+                self.hub.detach(client, conn);
                 Err(reason)
             }
         }

@@ -3,26 +3,28 @@
 //! partner is here and over the bus to its node otherwise. The socket side is
 //! `ws::relay_peer`.
 //!
-//! Every item a peer receives goes through its one bounded queue, in order: being paired, its
+//! Every item a peer receives goes through its one bounded inbox, in order: being paired, its
 //! partner's frames, its partner leaving. A peer only ever tells its partner things, never waits
-//! for it, so a full queue closes that peer (4008) and its partner learns `/remote:close`.
+//! for it, so a full inbox closes that peer (4008) and its partner learns `/remote:close`. An
+//! item that finds the inbox empty calls the peer socket's owner, which has the peer's session
+//! work through the inbox; an idle peer has no task.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicU64, Ordering},
+use std::{
+    collections::VecDeque,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use dashmap::DashMap;
-use tokio::{
-    net::TcpStream,
-    sync::mpsc::{self, error::TrySendError},
-};
+use parking_lot::Mutex;
 use uuid::Uuid;
 
 use crate::{
     auth::Keys,
     bus::{Bus, BusError},
-    delivery::{Frame, Outlet},
+    delivery::{CloseReason, Frame, Outlet},
     store::{PeerAddr, Store, StoreError},
 };
 
@@ -67,41 +69,58 @@ pub struct Relay {
 #[derive(Debug, Default)]
 pub struct RelayStats {
     pub relayed_frames: AtomicU64,
-    /// Shared with every peer's outlet, which counts its own slow-consumer close.
-    pub slow_consumer_closes: Arc<AtomicU64>,
+    /// Relay peers closed because they did not keep up.
+    pub slow_consumer_closes: AtomicU64,
 }
 
-/// The registry's side of one relay peer: where it is, its queue, and its socket's writes.
+/// The registry's side of one relay peer: where it is, its inbox, and its socket's writes.
 pub struct PeerHandle {
     pub addr: PeerAddr,
-    pub queue: PeerQueue<RelayItem>,
     pub outlet: Arc<Outlet>,
+    inbox: Mutex<Inbox>,
 }
 
-/// A peer's bounded queue of items for its task: whoever offers an item never waits, and a full
-/// queue closes the peer's socket as a slow consumer.
-pub struct PeerQueue<T> {
-    queue: mpsc::Sender<T>,
+#[derive(Default)]
+struct Inbox {
+    items: VecDeque<RelayItem>,
+    /// The peer left: items are refused.
+    closed: bool,
 }
 
-impl<T> PeerQueue<T> {
-    /// A queue holding at most `bound` items, and the receiver its socket's task drains.
-    pub fn new(bound: usize) -> (Self, mpsc::Receiver<T>) {
-        let (queue, receiver) = mpsc::channel(bound.max(1));
-        (PeerQueue { queue }, receiver)
+impl PeerHandle {
+    /// Queues `item` without waiting, calling the peer's owner when the inbox was empty; false
+    /// when the peer left, or its inbox holds `bound` items (its socket is then closed).
+    fn offer(&self, item: RelayItem, bound: usize) -> bool {
+        let mut inbox = self.inbox.lock();
+        if inbox.closed {
+            return false;
+        }
+        if inbox.items.len() >= bound {
+            self.outlet.close(CloseReason::SlowConsumer);
+            return false;
+        }
+        inbox.items.push_back(item);
+        if inbox.items.len() == 1 {
+            self.outlet.call_for_work();
+        }
+        true
     }
 
-    /// Queues `item` without waiting; false when the peer is gone or its queue is full (its
-    /// socket, written through `outlet`, is then closed).
-    pub fn offer(&self, item: T, outlet: &Outlet) -> bool {
-        match self.queue.try_send(item) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_)) => {
-                outlet.close_slow_consumer("relay queue full");
-                false
-            }
-            Err(TrySendError::Closed(_)) => false,
-        }
+    /// Whether items wait.
+    pub fn has_items(&self) -> bool {
+        !self.inbox.lock().items.is_empty()
+    }
+
+    /// The items that wait, in order.
+    pub fn take_items(&self) -> VecDeque<RelayItem> {
+        std::mem::take(&mut self.inbox.lock().items)
+    }
+
+    /// Refuses items from now on; returns those that waited.
+    pub fn close_inbox(&self) -> VecDeque<RelayItem> {
+        let mut inbox = self.inbox.lock();
+        inbox.closed = true;
+        std::mem::take(&mut inbox.items)
     }
 }
 
@@ -138,20 +157,13 @@ impl Relay {
         self.keys.is_empty() || self.keys.accepts(key)
     }
 
-    /// A new peer here, writing straight to `direct` when given (plain TCP): its handle and the
-    /// queue its socket drains.
-    pub fn attach(
-        &self,
-        direct: Option<Arc<TcpStream>>,
-    ) -> (Arc<PeerHandle>, mpsc::Receiver<RelayItem>) {
-        let (sender, queue) = PeerQueue::new(self.queue_bound);
-        let slow_closes = self.stats.slow_consumer_closes.clone();
-        let outlet = Outlet::new(direct, self.queue_bound, slow_closes);
+    /// A new peer here, writing through `outlet`.
+    pub fn attach(&self, outlet: Arc<Outlet>) -> Arc<PeerHandle> {
         let peer = self.next_peer.fetch_add(1, Ordering::Relaxed);
         let addr = PeerAddr { node: self.node_id, peer };
-        let handle = Arc::new(PeerHandle { addr, queue: sender, outlet });
+        let handle = Arc::new(PeerHandle { addr, outlet, inbox: Mutex::default() });
         self.peers.insert(peer, handle.clone());
-        (handle, queue)
+        handle
     }
 
     /// Removes a peer that ended; items sent to it from now on are refused.
@@ -197,7 +209,7 @@ impl Relay {
         let Some(handle) = self.peers.get(&peer).map(|handle| handle.clone()) else {
             return Reach::Refused;
         };
-        if handle.queue.offer(item, &handle.outlet) { Reach::Delivered } else { Reach::Refused }
+        if handle.offer(item, self.queue_bound) { Reach::Delivered } else { Reach::Refused }
     }
 
     /// A relay message from another node's peer. A pairing that reaches no peer here is
@@ -227,7 +239,7 @@ impl Relay {
     /// Every waiting peer here waits again (after the store may have lost the waiting list).
     pub fn rejoin(&self) {
         for peer in self.peers.iter() {
-            peer.queue.offer(RelayItem::Rejoin, &peer.outlet);
+            peer.offer(RelayItem::Rejoin, self.queue_bound);
         }
     }
 }

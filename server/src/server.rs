@@ -29,7 +29,7 @@ use crate::{
     relay::Relay,
     store::{MemoryStore, RedisStore, Store, StoreError},
     tls::{self, TlsError},
-    ws::{self, WsSettings},
+    ws::{self, Loops, WsSettings},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +44,8 @@ pub enum StartError {
     Bind(SocketAddr, io::Error),
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
+    #[error("cannot start the readiness loops: {0}")]
+    Loops(io::Error),
 }
 
 /// A running server.
@@ -123,7 +125,7 @@ async fn launch(
         _ => None,
     };
 
-    let hub = Hub::new(config.send_queue as usize);
+    let hub = Hub::new();
     let max_message_bytes = config.max_message_bytes as usize;
     let (bus, node_id): (Arc<dyn Bus>, Uuid) = match &redis_bus {
         Some(bus) => (bus.clone(), bus.node_id()),
@@ -146,14 +148,21 @@ async fn launch(
         config.topics.clone(),
     ));
     let shutdown = CancellationToken::new();
-    // Plain TCP sockets are written to directly; TLS ones only through their stream.
+    // Plain TCP sockets are written to directly and read by the readiness loops; TLS ones only
+    // through their stream, each by a task of its own.
     let direct_sockets = tls.is_none().then(|| Arc::new(DirectSockets::default()));
-    let settings = WsSettings {
+    let mut settings = WsSettings {
         max_message_bytes,
+        send_queue: config.send_queue as usize,
         shutdown: shutdown.clone(),
         tasks: TaskTracker::new(),
         direct_sockets: direct_sockets.clone(),
+        loops: None,
     };
+    if direct_sockets.is_some() {
+        let loops = Loops::start(loop_count(), &settings.ctx(&node), &shutdown);
+        settings.loops = Some(Arc::new(loops.map_err(StartError::Loops)?));
+    }
     let sockets = node.clone();
     settings.tasks.spawn(keep_alive(
         config.ping_interval,
@@ -185,6 +194,12 @@ async fn launch(
         }
     };
     Ok(Running { local_addr, api_keys, shutdown, task })
+}
+
+/// How many readiness loops serve plain-TCP sockets: one per core the runtime may use (a few at
+/// most), so reading sockets spreads over the cores like the rest of the work.
+fn loop_count() -> usize {
+    std::thread::available_parallelism().map_or(1, |cores| cores.get()).min(4)
 }
 
 /// Binds and serves `app` in the background until `shutdown`, then waits (bounded) for the

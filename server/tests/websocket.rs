@@ -26,6 +26,18 @@ use tokio_tungstenite::{
 
 const QUIET: Duration = Duration::from_millis(300);
 
+/// A plain TCP socket that asks to upgrade to client `id`'s WebSocket (with RFC 6455's example
+/// key) and does nothing else.
+async fn raw_socket(server: &TestServer, id: &str) -> TcpStream {
+    let mut raw = TcpStream::connect(server.running.as_ref().unwrap().local_addr).await.unwrap();
+    let request = format!(
+        "GET /ws/{id} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    raw.write_all(request.as_bytes()).await.unwrap();
+    raw
+}
+
 #[tokio::test]
 async fn welcome_names_the_client_and_its_topics() {
     let server = TestServer::start().await;
@@ -265,16 +277,36 @@ async fn a_slow_consumer_is_closed_while_others_still_receive() {
 }
 
 #[tokio::test]
+async fn a_socket_whose_peer_stopped_reading_is_closed_once_its_writes_stall() {
+    // A queue far longer than the socket buffers hold: only the stalled writes can close it.
+    let server = TestServer::start_with(|c| c.send_queue = 100_000).await;
+    let (id, _) = server.register(Some("stuck")).await;
+    // A raw socket: it completes the handshake and then never reads.
+    let raw = raw_socket(&server, &id).await;
+    let (_, mut lively) = server.client("lively").await;
+    let payload = "p".repeat(60_000);
+    for i in 0..100 {
+        let (status, _) = server.post("/broadcast", Some(KEY), json!({"message": payload})).await;
+        assert_eq!(status, 200, "broadcast {i}");
+        next_event(&mut lively).await;
+    }
+    let started = tokio::time::Instant::now();
+    while server.stats().await["slow_consumer_closes"] != 1 {
+        assert!(started.elapsed() < Duration::from_secs(15), "not closed after its writes stalled");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(server.stats().await["connections"], 1, "only the reader is left");
+    server.post("/broadcast", Some(KEY), json!({"message": "still served"})).await;
+    assert_eq!(next_event(&mut lively).await, message(None, None, json!("still served")));
+    drop(raw);
+}
+
+#[tokio::test]
 async fn a_client_that_does_not_answer_pings_is_closed() {
     let server = TestServer::start_with(|c| c.ping_interval = Duration::from_millis(200)).await;
     let (id, _) = server.register(Some("silent")).await;
     // A raw socket: it completes the handshake and then never answers anything.
-    let mut raw = TcpStream::connect(server.running.as_ref().unwrap().local_addr).await.unwrap();
-    let request = format!(
-        "GET /ws/{id} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    );
-    raw.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = raw_socket(&server, &id).await;
     let mut received = Vec::new();
     let started = tokio::time::Instant::now();
     let read_all = tokio::time::timeout(WAIT, raw.read_to_end(&mut received)).await;

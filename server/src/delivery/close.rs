@@ -4,7 +4,8 @@ use switchboard_protocol::{CLOSE_PING_TIMEOUT, CLOSE_SLOW_CONSUMER, CLOSE_UNREGI
 
 use super::Frame;
 
-/// A close the server starts (RFC 6455 7.4): each has one code and one short reason.
+/// A close the server starts (RFC 6455 7.4): each has one code and one short reason. Small
+/// (one byte), so a socket can hold the reason it is closing for in an atomic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum CloseReason {
@@ -35,6 +36,22 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
+    /// Every reason, in the order of their numbers (see [`CloseReason::from_number`]).
+    const ALL: [CloseReason; 12] = [
+        CloseReason::GoingAway,
+        CloseReason::ProtocolError,
+        CloseReason::InvalidUtf8,
+        CloseReason::TooBig,
+        CloseReason::StoreUnavailable,
+        CloseReason::BusUnavailable,
+        CloseReason::SubscriptionsChanging,
+        CloseReason::RelayUnavailable,
+        CloseReason::Unregistered,
+        CloseReason::PingTimeout,
+        CloseReason::SlowConsumer,
+        CloseReason::Lost,
+    ];
+
     /// The close code.
     pub fn code(self) -> u16 {
         match self {
@@ -81,6 +98,17 @@ impl CloseReason {
     pub fn frame(self) -> Frame {
         Frame::close(self.code(), self.reason())
     }
+
+    /// The reason's number (never 0, so 0 can mean "none" where one is stored in an atomic).
+    pub fn number(self) -> u8 {
+        self as u8
+    }
+
+    /// The reason with this [`number`](Self::number); none for 0 or a number no reason has.
+    pub fn from_number(number: u8) -> Option<CloseReason> {
+        let index = usize::from(number).checked_sub(1)?;
+        CloseReason::ALL.get(index).copied()
+    }
 }
 
 /// The answer to the peer's close frame: its own code echoed (RFC 6455 5.5.1), or a close
@@ -95,6 +123,17 @@ pub fn echo(peer_code: Option<u16>) -> Frame {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_reason_round_trips_through_its_number() {
+        for (index, reason) in CloseReason::ALL.into_iter().enumerate() {
+            assert_eq!(usize::from(reason.number()), index + 1, "{reason:?} is in ALL's order");
+            assert_eq!(CloseReason::from_number(reason.number()), Some(reason));
+            assert!(reason.reason().len() <= 123, "a close reason fits a control frame");
+        }
+        assert_eq!(CloseReason::from_number(0), None);
+        assert_eq!(CloseReason::from_number(CloseReason::ALL.len() as u8 + 1), None);
+    }
 
     #[test]
     fn close_frames_carry_code_and_reason() {

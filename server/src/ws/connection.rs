@@ -1,156 +1,121 @@
-//! One client's WebSocket connection: a single task that answers the client's frames, writes
-//! what waits when the socket pushed back, and closes with the right code when told to (see
-//! [`super::keepalive`] for pings and shutdown).
+//! A client's WebSocket connection (`GET /ws/{id}`): it connects (the node attaches it and
+//! syncs its topics), opens with the welcome, then answers the client's frames (subscribe,
+//! publish, ...) with acks and errors. Deliveries never pass here: the hub writes them to the
+//! socket's outlet.
 
-use std::{
-    future::{Future, poll_fn},
-    sync::Arc,
-    task::Poll,
-};
+use std::{future::Future, sync::Arc};
 
-use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
-
-use super::{
-    decode::Incoming,
-    socket::{End, Socket, Upgrade, drain, finish},
-};
-use crate::{
-    delivery::{Attention, Frame, closed_if_shutting_down},
-    hub::Target,
-    node::{Connected, Node},
-    store::Client,
-};
+use serde_json::value::RawValue;
 use switchboard_protocol::{ClientFrame, ServerFrame};
 
-/// The task of one upgraded connection.
-pub(super) fn run(
-    node: Arc<Node>,
-    client: Client,
-    mut upgrade: Upgrade,
-    shutdown: CancellationToken,
-) -> impl Future<Output = ()> + Send + use<> {
-    let outlet = node.hub.new_outlet(upgrade.direct.take());
-    closed_if_shutting_down(&outlet, &shutdown);
-    let socket = upgrade.into_socket(outlet);
-    // The id is a secret: spans carry the name only.
-    // Debug level: a span kept per idle connection costs memory in the log subscriber
-    // (docs/performance.md, "Log spans"), so warnings name the client themselves.
-    let span = tracing::debug_span!("ws", client = %client.name);
-    // The connection's state is one allocation the task refers to: an async fn keeps a copy of
-    // every argument it moves, and every idle connection would pay for those copies.
-    let connection = Box::new(Connection { node, client, socket });
-    connection.serve().instrument(span)
+use super::{
+    Ctx, WsSettings,
+    decode::Incoming,
+    handshake::{Upgraded, drive},
+    socket::{Session, Socket},
+};
+use crate::{
+    delivery::{Frame, Outlet},
+    hub::{ConnId, Target},
+    node::{Connected, Node},
+    store::{Client, ClientId},
+};
+
+/// The session of one client connection: who it is, and its id in the hub.
+pub(super) struct ClientSession {
+    client: ClientId,
+    /// The client's name, the `from` of what it sends.
+    name: Box<str>,
+    conn: ConnId,
 }
 
-struct Connection {
-    node: Arc<Node>,
-    client: Client,
-    socket: Socket,
+/// Takes an upgraded connection of `client` over, connects it and hands it to its driver.
+pub(super) async fn serve(ctx: Ctx, client: Client, upgraded: Upgraded, settings: WsSettings) {
+    let (transport, outlet) = match upgraded.take_over(&settings) {
+        Ok(taken) => taken,
+        Err(err) => return tracing::warn!(client = %client.name, %err, "cannot take a socket over"),
+    };
+    let session = match ctx.node.connect(client.id, outlet.clone()).await {
+        Ok(Connected { conn, topics }) => {
+            // The welcome goes first, ahead of any delivery that arrived meanwhile.
+            let id = client.id.to_string();
+            let welcome = ServerFrame::Welcome { id: &id, topics }.to_json();
+            outlet.open(Some(Frame::from_payload(welcome.as_bytes())));
+            let name = client.name.into_boxed_str();
+            Ok(Session::Client(ClientSession { client: client.id, name, conn }))
+        }
+        Err(reason) => {
+            tracing::debug!(client = %client.name, reason = reason.reason(), "cannot connect");
+            Err(reason)
+        }
+    };
+    let socket = Socket::new(outlet, session);
+    drive(transport, socket, ctx, &settings).await;
 }
 
-impl Connection {
-    async fn serve(mut self: Box<Self>) {
-        tracing::debug!("connected");
-        // What runs once or rarely is boxed, so that it takes no room in the task of every idle
-        // connection (a task is as large as its largest state).
-        let outlet = self.socket.outlet().clone();
-        let end = match Box::pin(self.node.connect(self.client.id, outlet.clone())).await {
-            Ok(Connected { conn, topics }) => {
-                self.open(topics);
-                let end = self.pump().await;
-                self.node.hub.detach(&conn);
-                end
-            }
-            Err(reason) => {
-                outlet.discard();
-                End::Close(reason)
-            }
-        };
-        Box::pin(finish(&mut self.socket, end)).await;
-    }
-
-    /// Lets frames out, the welcome first: ahead of any delivery that arrived meanwhile.
-    fn open(&self, topics: Vec<String>) {
-        let id = self.client.id.to_string();
-        let welcome = ServerFrame::Welcome { id: &id, topics }.to_json();
-        self.socket.outlet().open(Some(Frame::from_payload(welcome.as_bytes())));
-    }
-
-    async fn pump(&mut self) -> End {
-        loop {
-            // One poll function over the outlet's flags and the socket, no timer: this is all
-            // an idle connection's task holds.
-            let event = poll_fn(|cx| match self.socket.outlet().poll_attention(cx) {
-                Poll::Ready(attention) => Poll::Ready(Event::Attention(attention)),
-                Poll::Pending => self.socket.poll_next(cx).map(Event::Incoming),
-            })
-            .await;
-            let written = match event {
-                Event::Attention(Attention::Close(reason)) => return End::Close(reason),
-                // Deliveries are written by the fan-out; this task writes only when the socket
-                // pushed back (or is TLS).
-                Event::Attention(Attention::Write) => Box::pin(drain(&mut self.socket)).await,
-                Event::Incoming(incoming) => {
-                    let reply = match incoming {
-                        None => return End::Gone,
-                        Some(Ok(Incoming::Text(text))) => Box::pin(self.answer(&text)).await,
-                        Some(Ok(Incoming::Binary(_))) => error_frame(
-                            None,
-                            "binary_frame",
-                            "binary frames are not part of the protocol; send JSON text",
-                        ),
-                        // Pings are answered by the socket.
-                        Some(Ok(_)) => continue,
-                        Some(Err(end)) => return end,
-                    };
-                    self.socket.send(Frame::from_payload(reply.as_bytes()))
+impl ClientSession {
+    /// Answers the client's messages in order, each with its ack or error.
+    pub fn answer(
+        &self,
+        messages: Vec<Incoming>,
+        ctx: &Ctx,
+        outlet: &Arc<Outlet>,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let (node, outlet) = (ctx.node.clone(), outlet.clone());
+        let (client, name) = (self.client, self.name.clone());
+        async move {
+            for message in messages {
+                let reply = match message {
+                    Incoming::Text(text) => answer(&node, client, &name, &text).await,
+                    _ => error_frame(
+                        None,
+                        "binary_frame",
+                        "binary frames are not part of the protocol; send JSON text",
+                    ),
+                };
+                if !outlet.send(Frame::from_payload(reply.as_bytes())) {
+                    // The socket is ending.
+                    return;
                 }
-            };
-            if let Err(end) = written {
-                return end;
             }
         }
     }
 
-    /// Applies one client frame and returns the ack or error frame to send back.
-    async fn answer(&self, text: &str) -> String {
-        let frame = match ClientFrame::parse(text) {
-            Ok(frame) => frame,
-            Err(err) => return error_frame(err.reference, err.code, &err.message),
-        };
-        let reference = frame.reference();
-        let (node, name) = (&self.node, Some(self.client.name.as_str()));
-        let result = match frame {
-            ClientFrame::Subscribe { topics, .. } => node.subscribe(self.client.id, topics).await,
-            ClientFrame::Unsubscribe { topics, .. } => {
-                node.unsubscribe(self.client.id, topics).await
-            }
-            ClientFrame::Publish { topic, data, .. } => {
-                node.publish(name, Target::Topic(topic), data).await.map(drop)
-            }
-            ClientFrame::Broadcast { data, .. } => {
-                node.publish(name, Target::Broadcast, data).await.map(drop)
-            }
-            ClientFrame::Ping { .. } => Ok(()),
-        };
-        match result {
-            Ok(()) => ServerFrame::Ack { reference }.to_json(),
-            Err(err) => error_frame(reference, err.code(), &err.to_string()),
+    /// The socket is closing: it leaves the hub, and takes no delivery from now on.
+    pub fn end(self, slow: bool, ctx: &Ctx, outlet: &Outlet) {
+        let hub = &ctx.node.hub;
+        hub.detach(self.client, self.conn);
+        outlet.seal();
+        if slow {
+            hub.stats.slow_consumer_closes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
 }
 
-/// What woke a connection's task.
-enum Event {
-    Attention(Attention),
-    Incoming(Option<Result<Incoming, End>>),
+/// Applies one client frame and returns the ack or error frame to send back.
+async fn answer(node: &Node, client: ClientId, name: &str, text: &str) -> String {
+    let frame = match ClientFrame::parse(text) {
+        Ok(frame) => frame,
+        Err(err) => return error_frame(err.reference, err.code, &err.message),
+    };
+    let reference = frame.reference();
+    let result = match frame {
+        ClientFrame::Subscribe { topics, .. } => node.subscribe(client, topics).await,
+        ClientFrame::Unsubscribe { topics, .. } => node.unsubscribe(client, topics).await,
+        ClientFrame::Publish { topic, data, .. } => {
+            node.publish(Some(name), Target::Topic(topic), data).await.map(drop)
+        }
+        ClientFrame::Broadcast { data, .. } => {
+            node.publish(Some(name), Target::Broadcast, data).await.map(drop)
+        }
+        ClientFrame::Ping { .. } => Ok(()),
+    };
+    match result {
+        Ok(()) => ServerFrame::Ack { reference }.to_json(),
+        Err(err) => error_frame(reference, err.code(), &err.to_string()),
+    }
 }
 
-fn error_frame(
-    reference: Option<&serde_json::value::RawValue>,
-    error: &str,
-    message: &str,
-) -> String {
+fn error_frame(reference: Option<&RawValue>, error: &str, message: &str) -> String {
     ServerFrame::Error { reference, error, message }.to_json()
 }

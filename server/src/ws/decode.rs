@@ -60,13 +60,20 @@ impl DecodeError {
 }
 
 /// The decoding state of one socket: nothing allocated between messages.
+#[derive(Default)]
 pub(super) struct Decoder {
+    /// What is kept between reads, only while there is any: boxed, as every socket has a
+    /// decoder and most keep nothing.
+    kept: Option<Box<Kept>>,
+}
+
+/// What a decoder keeps between reads.
+#[derive(Default)]
+struct Kept {
     /// Bytes of a frame not yet complete.
     partial: BytesMut,
-    /// A fragmented message in progress: its opcode and the payload so far. Boxed: rare, and
-    /// every socket has a decoder.
-    message: Option<Box<(u8, Vec<u8>)>>,
-    max_message: usize,
+    /// A fragmented message in progress: its opcode and the payload so far.
+    message: Option<(u8, Vec<u8>)>,
 }
 
 /// A parsed frame header.
@@ -80,26 +87,46 @@ struct Header {
 }
 
 impl Decoder {
-    /// A decoder refusing messages (and frames) over `max_message` bytes.
-    pub fn new(max_message: usize) -> Decoder {
-        Decoder { partial: BytesMut::new(), message: None, max_message }
-    }
-
     /// Decodes `input` (what was just read) after any partial frame kept from before, pushing
-    /// every complete message or control frame to `out`. A frame left incomplete is kept for
-    /// the next call. After an error the socket must be closed: nothing more is decoded.
+    /// every complete message or control frame to `out`; messages (and frames) over
+    /// `max_message` bytes are refused. A frame left incomplete is kept for the next call.
+    /// After an error the socket must be closed: nothing more is decoded.
     pub fn decode(
         &mut self,
         input: &[u8],
+        max_message: usize,
+        out: &mut VecDeque<Incoming>,
+    ) -> Result<(), DecodeError> {
+        let mut fresh = Kept::default();
+        let kept = match &mut self.kept {
+            Some(kept) => kept.as_mut(),
+            None => &mut fresh,
+        };
+        let result = kept.decode(input, max_message, out);
+        let nothing_kept = kept.partial.is_empty() && kept.message.is_none();
+        if nothing_kept {
+            self.kept = None;
+        } else if self.kept.is_none() {
+            self.kept = Some(Box::new(fresh));
+        }
+        result
+    }
+}
+
+impl Kept {
+    fn decode(
+        &mut self,
+        input: &[u8],
+        max_message: usize,
         out: &mut VecDeque<Incoming>,
     ) -> Result<(), DecodeError> {
         if self.partial.is_empty() {
-            let used = self.decode_frames(input, out)?;
+            let used = self.decode_frames(input, max_message, out)?;
             self.partial.extend_from_slice(&input[used..]);
         } else {
             self.partial.extend_from_slice(input);
             let mut partial = std::mem::take(&mut self.partial);
-            let used = self.decode_frames(&partial, out);
+            let used = self.decode_frames(&partial, max_message, out);
             match used {
                 Ok(used) => partial.advance(used),
                 Err(err) => return Err(err),
@@ -117,17 +144,18 @@ impl Decoder {
     fn decode_frames(
         &mut self,
         bytes: &[u8],
+        max_message: usize,
         out: &mut VecDeque<Incoming>,
     ) -> Result<usize, DecodeError> {
         let mut used = 0;
-        while let Some(header) = self.header(&bytes[used..])? {
+        while let Some(header) = header(&bytes[used..], max_message)? {
             let frame_len = header.len + header.payload_len;
             let Some(frame) = bytes.get(used..used + frame_len) else {
                 break;
             };
             let mut payload = frame[header.len..].to_vec();
             unmask(&mut payload, header.mask);
-            if let Some(incoming) = self.frame(&header, payload)? {
+            if let Some(incoming) = self.frame(&header, payload, max_message)? {
                 out.push_back(incoming);
             }
             used += frame_len;
@@ -135,60 +163,12 @@ impl Decoder {
         Ok(used)
     }
 
-    /// The header at the start of `bytes`, checked, or none while it is incomplete.
-    fn header(&self, bytes: &[u8]) -> Result<Option<Header>, DecodeError> {
-        let [first, second, ..] = *bytes else {
-            return Ok(None);
-        };
-        if first & RSV != 0 {
-            return Err(DecodeError::Protocol("reserved bits set"));
-        }
-        let (fin, opcode) = (first & FIN != 0, first & 0x0F);
-        if !matches!(opcode, OP_CONTINUATION | OP_TEXT | OP_BINARY | OP_CLOSE | OP_PING | OP_PONG) {
-            return Err(DecodeError::Protocol("unknown opcode"));
-        }
-        if second & MASK == 0 {
-            return Err(DecodeError::Protocol("unmasked client frame"));
-        }
-        let (length_bytes, short_len) = match second & 0x7F {
-            126 => (2, None),
-            127 => (8, None),
-            len => (0, Some(usize::from(len))),
-        };
-        let len = 2 + length_bytes + 4;
-        let Some(rest) = bytes.get(2..len) else {
-            return Ok(None);
-        };
-        let payload_len = match short_len {
-            Some(len) => len,
-            None => {
-                let mut be = [0u8; 8];
-                be[8 - length_bytes..].copy_from_slice(&rest[..length_bytes]);
-                let len = u64::from_be_bytes(be);
-                if len >> 63 != 0 {
-                    return Err(DecodeError::Protocol("payload length has its top bit set"));
-                }
-                usize::try_from(len).map_err(|_| DecodeError::TooBig)?
-            }
-        };
-        let is_control = opcode & 0x8 != 0;
-        if is_control && (!fin || payload_len > MAX_CONTROL) {
-            return Err(DecodeError::Protocol("fragmented or oversize control frame"));
-        }
-        // Refused before it is buffered.
-        if payload_len > self.max_message {
-            return Err(DecodeError::TooBig);
-        }
-        let mut mask = [0u8; 4];
-        mask.copy_from_slice(&rest[length_bytes..]);
-        Ok(Some(Header { fin, opcode, mask, len, payload_len }))
-    }
-
     /// Applies one complete, unmasked frame: a message or control frame once complete.
     fn frame(
         &mut self,
         header: &Header,
         payload: Vec<u8>,
+        max_message: usize,
     ) -> Result<Option<Incoming>, DecodeError> {
         let (opcode, payload) = match (header.opcode, self.message.take()) {
             (OP_PING, message) => {
@@ -208,9 +188,8 @@ impl Decoder {
             }
             // A new text or binary message (no other opcode passes the header check).
             (_, None) => (header.opcode, payload),
-            (_, Some(message)) => {
-                let (opcode, mut data) = *message;
-                if data.len() + payload.len() > self.max_message {
+            (_, Some((opcode, mut data))) => {
+                if data.len() + payload.len() > max_message {
                     return Err(DecodeError::TooBig);
                 }
                 data.extend_from_slice(&payload);
@@ -218,7 +197,7 @@ impl Decoder {
             }
         };
         if !header.fin {
-            self.message = Some(Box::new((opcode, payload)));
+            self.message = Some((opcode, payload));
             return Ok(None);
         }
         Ok(Some(match opcode {
@@ -226,6 +205,55 @@ impl Decoder {
             _ => Incoming::Binary(payload),
         }))
     }
+}
+
+/// The header at the start of `bytes`, checked, or none while it is incomplete.
+fn header(bytes: &[u8], max_message: usize) -> Result<Option<Header>, DecodeError> {
+    let [first, second, ..] = *bytes else {
+        return Ok(None);
+    };
+    if first & RSV != 0 {
+        return Err(DecodeError::Protocol("reserved bits set"));
+    }
+    let (fin, opcode) = (first & FIN != 0, first & 0x0F);
+    if !matches!(opcode, OP_CONTINUATION | OP_TEXT | OP_BINARY | OP_CLOSE | OP_PING | OP_PONG) {
+        return Err(DecodeError::Protocol("unknown opcode"));
+    }
+    if second & MASK == 0 {
+        return Err(DecodeError::Protocol("unmasked client frame"));
+    }
+    let (length_bytes, short_len) = match second & 0x7F {
+        126 => (2, None),
+        127 => (8, None),
+        len => (0, Some(usize::from(len))),
+    };
+    let len = 2 + length_bytes + 4;
+    let Some(rest) = bytes.get(2..len) else {
+        return Ok(None);
+    };
+    let payload_len = match short_len {
+        Some(len) => len,
+        None => {
+            let mut be = [0u8; 8];
+            be[8 - length_bytes..].copy_from_slice(&rest[..length_bytes]);
+            let len = u64::from_be_bytes(be);
+            if len >> 63 != 0 {
+                return Err(DecodeError::Protocol("payload length has its top bit set"));
+            }
+            usize::try_from(len).map_err(|_| DecodeError::TooBig)?
+        }
+    };
+    let is_control = opcode & 0x8 != 0;
+    if is_control && (!fin || payload_len > MAX_CONTROL) {
+        return Err(DecodeError::Protocol("fragmented or oversize control frame"));
+    }
+    // Refused before it is buffered.
+    if payload_len > max_message {
+        return Err(DecodeError::TooBig);
+    }
+    let mut mask = [0u8; 4];
+    mask.copy_from_slice(&rest[length_bytes..]);
+    Ok(Some(Header { fin, opcode, mask, len, payload_len }))
 }
 
 /// A close frame's payload: none, or a valid status code and a UTF-8 reason (RFC 6455 5.5.1).
@@ -288,7 +316,7 @@ mod tests {
 
     fn decode_all(max: usize, input: &[u8]) -> Result<Vec<Incoming>, DecodeError> {
         let mut out = VecDeque::new();
-        Decoder::new(max).decode(input, &mut out)?;
+        Decoder::default().decode(input, max, &mut out)?;
         Ok(out.into())
     }
 
@@ -301,14 +329,14 @@ mod tests {
             let expected = vec![Incoming::Text(text.clone()), Incoming::Binary(vec![7; 3])];
             assert_eq!(decode_all(100_000, &wire).unwrap(), expected, "length {len}");
 
-            let mut decoder = Decoder::new(100_000);
+            let mut decoder = Decoder::default();
             let mut out = VecDeque::new();
             let step = if len > 1000 { 997 } else { 1 };
             for piece in wire.chunks(step) {
-                decoder.decode(piece, &mut out).unwrap();
+                decoder.decode(piece, 100_000, &mut out).unwrap();
             }
             assert_eq!(Vec::from(out), expected, "length {len} in pieces of {step}");
-            assert_eq!(decoder.partial.capacity(), 0, "nothing is kept between frames");
+            assert!(decoder.kept.is_none(), "nothing is kept between frames");
         }
     }
 
