@@ -196,10 +196,10 @@ async fn launch(
     Ok(Running { local_addr, api_keys, shutdown, task })
 }
 
-/// How many readiness loops serve plain-TCP sockets: one per core the runtime may use (a few at
-/// most), so reading sockets spreads over the cores like the rest of the work.
+/// How many readiness loops serve plain-TCP sockets: one per core, as the runtime has one worker
+/// per core, so reading sockets spreads over the cores like the rest of the work.
 fn loop_count() -> usize {
-    std::thread::available_parallelism().map_or(1, |cores| cores.get()).min(4)
+    std::thread::available_parallelism().map_or(1, |cores| cores.get())
 }
 
 /// Binds and serves `app` in the background until `shutdown`, then waits (bounded) for the

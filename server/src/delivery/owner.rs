@@ -15,28 +15,51 @@ use parking_lot::Mutex;
 /// waker.
 #[derive(Default)]
 pub struct Owner {
-    called: Mutex<Vec<u32>>,
+    calls: Mutex<Calls>,
     waker: AtomicWaker,
 }
 
+#[derive(Default)]
+struct Calls {
+    tokens: Vec<u32>,
+    /// The owner is serving its sockets and takes every call before it waits again: a call
+    /// needs no wake-up then (most calls come from the owner's own work).
+    serving: bool,
+}
+
 impl Owner {
-    /// Lists socket `token` and wakes the owner. Each [`Outlet`](super::Outlet) calls once until
-    /// the owner has taken its call.
+    /// Lists socket `token` and wakes the owner unless it is serving. Each
+    /// [`Outlet`](super::Outlet) calls once until the owner has taken its call.
     pub(super) fn call(&self, token: u32) {
-        self.called.lock().push(token);
-        self.waker.wake();
+        let mut calls = self.calls.lock();
+        calls.tokens.push(token);
+        let serving = calls.serving;
+        drop(calls);
+        if !serving {
+            self.waker.wake();
+        }
     }
 
-    /// Moves the sockets that called into `into` (empty); pending, with the task's waker kept,
-    /// while none did.
-    pub fn poll_calls(&self, cx: &mut Context<'_>, into: &mut Vec<u32>) -> Poll<()> {
-        // Registered first: a call after the check still wakes this task.
+    /// Ready once a socket called (the calls stay for [`take_calls`](Self::take_calls));
+    /// pending, with the task's waker kept, while none did. Polling it ends serving.
+    pub fn poll_called(&self, cx: &mut Context<'_>) -> Poll<()> {
+        // Registered first: a call after the check wakes this task.
         self.waker.register(cx.waker());
-        let mut called = self.called.lock();
-        if called.is_empty() {
-            return Poll::Pending;
-        }
-        mem::swap(&mut *called, into);
-        Poll::Ready(())
+        let mut calls = self.calls.lock();
+        calls.serving = false;
+        if calls.tokens.is_empty() { Poll::Pending } else { Poll::Ready(()) }
+    }
+
+    /// The owner serves its sockets until it next polls [`poll_called`](Self::poll_called),
+    /// taking every call made meanwhile with [`take_calls`](Self::take_calls).
+    pub fn serving(&self) {
+        self.calls.lock().serving = true;
+    }
+
+    /// Moves the sockets that called into `into` (empty); false when none did.
+    pub fn take_calls(&self, into: &mut Vec<u32>) -> bool {
+        let mut calls = self.calls.lock();
+        mem::swap(&mut calls.tokens, into);
+        !into.is_empty()
     }
 }

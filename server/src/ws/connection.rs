@@ -31,7 +31,7 @@ pub(super) struct ClientSession {
 
 /// Takes an upgraded connection of `client` over, connects it and hands it to its driver.
 pub(super) async fn serve(ctx: Ctx, client: Client, upgraded: Upgraded, settings: WsSettings) {
-    let (transport, outlet) = match upgraded.take_over(&settings) {
+    let (transport, outlet) = match upgraded.take_over(&settings, None) {
         Ok(taken) => taken,
         Err(err) => return tracing::warn!(client = %client.name, %err, "cannot take a socket over"),
     };

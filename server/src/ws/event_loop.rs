@@ -124,9 +124,20 @@ impl Loops {
         Ok(Loops { loops, next: AtomicUsize::new(0) })
     }
 
-    /// The loop the next socket goes to: its number, and the owner to make its outlet with.
-    pub(super) fn pick(&self) -> (usize, Arc<Owner>) {
-        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.loops.len();
+    /// The loop a new socket goes to: its number, and the owner to make its outlet with.
+    /// Sockets that talk to each other (relay peers with one id) share a `group`, and so a loop:
+    /// what one sends the other is then written within one turn of that loop, without waking
+    /// another. Any other socket goes to the loops in turn.
+    pub(super) fn pick(&self, group: Option<&str>) -> (usize, Arc<Owner>) {
+        let turn = match group {
+            Some(group) => {
+                let mut hasher = std::hash::DefaultHasher::new();
+                std::hash::Hash::hash(group, &mut hasher);
+                std::hash::Hasher::finish(&hasher) as usize
+            }
+            None => self.next.fetch_add(1, Ordering::Relaxed),
+        };
+        let index = turn % self.loops.len();
         (index, self.loops[index].owner.clone())
     }
 
@@ -169,7 +180,7 @@ impl Drop for Entry {
 /// What woke a loop.
 enum Wake {
     Adoption(Option<Adoption>),
-    Calls(Vec<u32>),
+    Called,
     Ready(io::Result<()>),
     Tick,
     ReadAgain,
@@ -198,9 +209,7 @@ impl EventLoop {
             let owner = &self.owner;
             let wake = tokio::select! {
                 () = &mut cancelled, if !shutting_down => Wake::Shutdown,
-                () = poll_fn(|cx| owner.poll_calls(cx, &mut calls)) => {
-                    Wake::Calls(std::mem::take(&mut calls))
-                }
+                () = poll_fn(|cx| owner.poll_called(cx)) => Wake::Called,
                 ready = wait_for_events(&mut self.epoll, &mut events) => Wake::Ready(ready),
                 adoption = self.adoptions.recv(), if adoptions_open => Wake::Adoption(adoption),
                 () = &mut tick, if ticking => {
@@ -210,15 +219,13 @@ impl EventLoop {
                 // Sockets that stopped reading for the others' turn go on, in turn with the rest.
                 () = std::future::ready(()), if read_again => Wake::ReadAgain,
             };
+            // Calls from here on are taken below, before the next wait.
+            self.owner.serving();
             match wake {
                 Wake::Adoption(Some(adoption)) => self.adopt(adoption),
                 Wake::Adoption(None) => adoptions_open = false,
-                Wake::Calls(mut called) => {
-                    for token in called.drain(..) {
-                        self.called(token as usize);
-                    }
-                    calls = called;
-                }
+                // Served below, with the calls made while serving anything else.
+                Wake::Called => {}
                 Wake::Ready(Ok(())) => {
                     for event in events.iter() {
                         let token = event.token().0;
@@ -243,6 +250,13 @@ impl EventLoop {
                     }
                 }
                 Wake::Shutdown => shutting_down = true,
+            }
+            // Calls made while serving (a socket's job had its partner here called, a write
+            // pushed back) are served now rather than after another wait.
+            while self.owner.take_calls(&mut calls) {
+                for token in calls.drain(..) {
+                    self.called(token as usize);
+                }
             }
         }
         for mut entry in self.sockets.drain() {

@@ -52,8 +52,13 @@ pub(super) enum Transport {
 }
 
 impl Upgraded {
-    /// Takes the socket over and makes its outlet (closed at once if shutdown began).
-    pub fn take_over(self, settings: &WsSettings) -> io::Result<(Transport, Arc<Outlet>)> {
+    /// Takes the socket over and makes its outlet (closed at once if shutdown began); sockets
+    /// of one `group` are served together (see [`Loops::pick`](super::Loops)).
+    pub fn take_over(
+        self,
+        settings: &WsSettings,
+        group: Option<&str>,
+    ) -> io::Result<(Transport, Arc<Outlet>)> {
         let bound = settings.send_queue;
         let (transport, outlet) = match (self.direct, &settings.loops) {
             (Some(tcp), Some(loops)) => {
@@ -64,7 +69,7 @@ impl Upgraded {
                 let tcp = Arc::try_unwrap(tcp)
                     .map_err(|_| io::Error::other("the upgraded socket is still shared"))?
                     .into_std()?;
-                let (index, owner) = loops.pick();
+                let (index, owner) = loops.pick(group);
                 let outlet = Outlet::new(Some(tcp.as_raw_fd()), owner, bound);
                 let tcp = DirectTcp::new(tcp, outlet.clone());
                 (Transport::Direct { tcp, leftover, index }, outlet)

@@ -73,7 +73,7 @@ pub async fn upgrade(
 
 /// Takes an upgraded peer over, registers it and hands it to its driver.
 async fn serve(ctx: Ctx, id: String, upgraded: Upgraded, settings: WsSettings) {
-    let (transport, outlet) = match upgraded.take_over(&settings) {
+    let (transport, outlet) = match upgraded.take_over(&settings, Some(&id)) {
         Ok(taken) => taken,
         Err(err) => return tracing::warn!(%err, "cannot take a relay socket over"),
     };

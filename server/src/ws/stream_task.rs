@@ -64,7 +64,8 @@ pub(super) async fn serve(
         }
         let deadline = closing_until;
         tokio::select! {
-            () = poll_fn(|cx| owner.poll_calls(cx, &mut calls)) => {
+            () = poll_fn(|cx| owner.poll_called(cx)) => {
+                owner.take_calls(&mut calls);
                 calls.clear();
                 called = true;
             }
