@@ -263,16 +263,13 @@ const LIMITS: &str = "## What limits these figures
   gather. The cost per write is about the same for both (most of it the loopback receive path
   and the reader's wake-up); the queue of 12 is where Switchboard's p99 stays level with
   uWebSockets.js's (a queue of 32 gave 3.6M deliveries/s, but p99 75-82 ms).
-- Switchboard's memory per idle connection is a tokio task (its future is one poll function
-  over the outlet's flags and the socket: no timer and no shutdown wait, since one keep-alive
-  task per node pings every socket and closes them all at shutdown), the connection's state
-  (socket, decoder, client), tokio's I/O registration (~0.25 KiB), the outlet (backlog, waker,
-  close flag), the hub's entries and the registration below. Sockets decode client frames
-  themselves, reading into a buffer on the polling stack, so an idle socket keeps no read
-  buffer. The allocator is jemalloc with one arena: glibc's malloc left ~2.8 KiB per connection
-  in fragments between the handshake's short-lived buffers (6.1 against 3.3 KiB when measured),
-  and an arena per thread ~0.2 KiB (1.97 against 1.78). uWebSockets.js keeps ~1 KiB of C state
-  per socket and no task.
+- Switchboard's memory per idle connection is its entry in a readiness loop (outlet, decoder and
+  session; no task, no timer and no registration with tokio's reactor: each loop holds one epoll
+  set for its sockets), the outlet (an empty backlog and one atomic word of state), the hub's
+  entries and the registration below. Sockets decode client frames themselves, reading into a
+  buffer each loop shares, so an idle socket keeps no read buffer. The allocator is jemalloc
+  with one arena (see \"The allocator\" below). uWebSockets.js keeps ~1 KiB of C state per
+  socket.
 - Three nodes on Redis in the shootout run with Redis and the agents on the same two cores; at 10
   publishes/s every delivery is one write per socket, so past ~30,000 clients the cores, not a
   queue, set the time until every client has a message. With the earlier agents the agents used
@@ -326,6 +323,17 @@ Idle connections at 19,000 (`switchboard-bench idle`): glibc's malloc left 6.1 K
 connection against 3.3 KiB with jemalloc, which packs the many small long-lived allocations
 between the handshake's short-lived buffers; one jemalloc arena instead of one per thread:
 1.97 -> 1.78 KiB (commits 60ab01e, 4f402ea).
+
+### Readiness loops instead of a task per socket
+
+Plain-TCP sockets were each served by a tokio task (a ~0.7 KB future, ~0.9 KB as a task) with a
+128-byte-aligned registration in tokio's reactor; a readiness loop per core now serves them all
+(commit 3aa7f02). Idle connections at 19,000: 1.78 -> 0.86 KiB (uWebSockets.js 1.16 in the same
+session); rated and saturated fan-out unchanged within the run-to-run spread. A loop that serves
+a call it made itself (a relayed frame for a peer on the same loop) no longer wakes itself, and
+relay peers with one id share a loop: relay with 10 pairs went from 32-36k to 44-46k round
+trips/s at 19-20.5 µs each, level with the task-per-socket build (46-47k at 19.5-20.5 µs in the
+same session; commit 00af105).
 
 ### Log spans
 
