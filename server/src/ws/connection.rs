@@ -81,11 +81,11 @@ impl ClientSession {
         }
     }
 
-    /// The socket is closing: it leaves the hub, and takes no delivery from now on.
-    pub fn end(self, slow: bool, ctx: &Ctx, outlet: &Outlet) {
+    /// The socket is closing: it leaves the hub (which seals its outlet), and takes no delivery
+    /// from now on.
+    pub fn end(self, slow: bool, ctx: &Ctx) {
         let hub = &ctx.node.hub;
         hub.detach(self.client, self.conn);
-        outlet.seal();
         if slow {
             hub.stats.slow_consumer_closes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }

@@ -273,7 +273,7 @@ impl Socket {
             tracing::warn!("closing slow consumer");
         }
         match session {
-            Session::Client(client) => client.end(slow, ctx, &self.outlet),
+            Session::Client(client) => client.end(slow, ctx),
             Session::RelayPeer(peer) => peer.end(slow, ctx),
         }
     }
