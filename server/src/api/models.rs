@@ -183,6 +183,7 @@ pub struct Stats {
     /// Frames relay peers on this node sent to their partners since start.
     pub relayed_frames: u64,
     /// This node's membership of a cluster (absent on a single node).
+    #[oai(skip_serializing_if_is_none)]
     pub cluster: Option<ClusterStats>,
 }
 
