@@ -25,6 +25,7 @@
 //! - [`tls`]: the listener's certificate and key, checked at start.
 //! - [`page`]: the test page at `/` and its Wasm client (built in `wasm-client/`).
 //! - [`redis_pool`]: the Redis connections of a cluster member (command pool, pub/sub).
+//! - [`metrics`]: what `/metrics` exposes (Prometheus text format).
 //!
 //! Embedding (as the tests do): `switchboard::start(Config::ephemeral()).await`.
 
@@ -45,6 +46,7 @@ pub(crate) mod listener;
 pub(crate) mod tls;
 pub(crate) mod page;
 pub mod redis_pool;
+pub(crate) mod metrics;
 
 pub use config::Config;
 pub use server::{Running, StartError, start, start_with_store};

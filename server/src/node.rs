@@ -2,7 +2,7 @@
 //! API and the WebSocket protocol alike, a socket's connect included; it is also the handler
 //! its bus calls with what other nodes announce. Nothing here knows HTTP.
 
-use std::sync::Arc;
+use std::sync::{Arc, atomic::Ordering};
 
 use async_trait::async_trait;
 use serde_json::value::RawValue;
@@ -15,6 +15,7 @@ use crate::{
     delivery::{CloseReason, Frame, Outlet},
     error::AppError,
     hub::{ConnId, Hub, Target},
+    metrics::{Metrics, State},
     relay::Relay,
     store::{Client, ClientId, NAME_RULE, Store, StoreError, TopicInfo, valid_name},
 };
@@ -27,10 +28,16 @@ pub struct Node {
     pub bus: Arc<dyn Bus>,
     pub hub: Hub,
     pub relay: Arc<Relay>,
-    api_keys: Keys,
-    max_message_bytes: usize,
+    pub metrics: Arc<Metrics>,
+    settings: NodeSettings,
+}
+
+/// What the operator configured for a node's operations.
+pub struct NodeSettings {
+    pub api_keys: Keys,
+    pub max_message_bytes: usize,
     /// Topics that exist from the start (`--topic`), restored whenever the store comes back.
-    configured_topics: Vec<String>,
+    pub configured_topics: Vec<String>,
 }
 
 /// A client's socket once connected: its id in the hub and the client's topics, sorted.
@@ -45,16 +52,15 @@ impl Node {
         bus: Arc<dyn Bus>,
         hub: Hub,
         relay: Arc<Relay>,
-        api_keys: Keys,
-        max_message_bytes: usize,
-        configured_topics: Vec<String>,
+        metrics: Arc<Metrics>,
+        settings: NodeSettings,
     ) -> Self {
-        Node { store, bus, hub, relay, api_keys, max_message_bytes, configured_topics }
+        Node { store, bus, hub, relay, metrics, settings }
     }
 
     /// Creates the configured topics that do not exist.
     pub async fn create_configured_topics(&self) -> Result<(), StoreError> {
-        for topic in &self.configured_topics {
+        for topic in &self.settings.configured_topics {
             match self.store.create_topic(topic).await {
                 Ok(()) | Err(StoreError::TopicExists(_)) => {}
                 Err(err) => return Err(err),
@@ -65,7 +71,7 @@ impl Node {
 
     /// Succeeds when `key` is one of the configured API keys; says why not otherwise.
     pub fn require_key(&self, key: Option<&str>) -> Result<(), AppError> {
-        if self.api_keys.accepts(key) {
+        if self.settings.api_keys.accepts(key) {
             Ok(())
         } else if key.is_none() {
             Err(AppError::Forbidden("missing X-Api-Key header"))
@@ -174,8 +180,9 @@ impl Node {
         data: &RawValue,
     ) -> Result<u64, AppError> {
         let size = data.get().len();
-        if size > self.max_message_bytes {
-            return Err(AppError::MessageTooLarge { size, limit: self.max_message_bytes });
+        let limit = self.settings.max_message_bytes;
+        if size > limit {
+            return Err(AppError::MessageTooLarge { size, limit });
         }
         let (recipients, topic) = match &target {
             Target::Broadcast => (self.store.client_count().await?, None),
@@ -186,6 +193,7 @@ impl Node {
         // Encoded once; every recipient gets a clone of these bytes.
         let frame = Frame::json(&ServerFrame::Message { topic, from, data })
             .map_err(|err| AppError::BadRequest(format!("cannot encode the message: {err}")))?;
+        self.metrics.published(target == Target::Broadcast);
         self.emit(Event::Deliver { target, frame }).await?;
         Ok(recipients)
     }
@@ -215,6 +223,29 @@ impl Node {
         self.store.delete_topic(name).await?;
         self.emit(Event::TopicDeleted { topic: name.to_owned() }).await?;
         Ok(())
+    }
+
+    /// This node's metrics in the Prometheus text format, with its state now (the store's
+    /// counts are left out while it cannot be read).
+    pub async fn metrics_text(&self) -> String {
+        let state = State {
+            connections: self.hub.connection_count() as u64,
+            connected_clients: self.hub.connected_client_count() as u64,
+            registered_clients: self.store.client_count().await.ok(),
+            topics: self.store.topic_count().await.ok(),
+            deliveries: self.hub.stats.deliveries.load(Ordering::Relaxed),
+            slow_consumer_closes: self.slow_consumer_closes(),
+            relay_peers: self.relay.peer_count() as u64,
+            relayed_frames: self.relay.stats.relayed_frames.load(Ordering::Relaxed),
+            bus: self.bus.membership().map(|bus| (bus.connected, bus.reconnects)),
+        };
+        self.metrics.render(state)
+    }
+
+    /// Sockets and relay peers closed for not keeping up.
+    pub fn slow_consumer_closes(&self) -> u64 {
+        self.hub.stats.slow_consumer_closes.load(Ordering::Relaxed)
+            + self.relay.stats.slow_consumer_closes.load(Ordering::Relaxed)
     }
 
     pub async fn ready(&self) -> Result<(), AppError> {

@@ -17,6 +17,9 @@ use redis::{
     Client, Cmd, FromRedisValue, RedisError, ScriptInvocation,
     aio::{MultiplexedConnection, PubSub},
 };
+use tokio::time::Instant;
+
+use crate::metrics::RedisMetrics;
 
 /// Pooled connections: each is multiplexed, so a few carry every concurrent request.
 const POOL_SIZE: u32 = 8;
@@ -93,6 +96,7 @@ pub struct RedisPool {
     client: Client,
     last_error: LastError,
     epoch: Arc<AtomicU64>,
+    metrics: RedisMetrics,
 }
 
 impl fmt::Debug for RedisPool {
@@ -114,7 +118,13 @@ impl RedisPool {
             .connection_timeout(CHECKOUT_TIMEOUT)
             .error_sink(Box::new(last_error.clone()))
             .build_unchecked(manager);
-        Ok(RedisPool { pool, client, last_error, epoch })
+        Ok(RedisPool { pool, client, last_error, epoch, metrics: RedisMetrics::default() })
+    }
+
+    /// The pool, counting its commands into `metrics`.
+    pub(crate) fn with_metrics(mut self, metrics: RedisMetrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Makes every open command connection count as broken: each is dropped at its next
@@ -130,9 +140,7 @@ impl RedisPool {
 
     /// Runs one command.
     pub async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, RedisUnavailable> {
-        let mut conn = self.checkout().await?;
-        let result = cmd.query_async(&mut conn.conn).await;
-        self.settle(&mut conn, result)
+        self.run(async |conn| cmd.query_async(conn).await).await
     }
 
     /// Runs a Lua script (EVALSHA, loading it first where Redis does not know it yet).
@@ -140,9 +148,24 @@ impl RedisPool {
         &self,
         script: &ScriptInvocation<'_>,
     ) -> Result<T, RedisUnavailable> {
-        let mut conn = self.checkout().await?;
-        let result = script.invoke_async(&mut conn.conn).await;
-        self.settle(&mut conn, result)
+        self.run(async |conn| script.invoke_async(conn).await).await
+    }
+
+    /// Runs `command` on a pooled connection, timed and counted in the metrics.
+    async fn run<T>(
+        &self,
+        command: impl AsyncFnOnce(&mut MultiplexedConnection) -> Result<T, RedisError>,
+    ) -> Result<T, RedisUnavailable> {
+        let started = Instant::now();
+        let result = match self.checkout().await {
+            Ok(mut conn) => {
+                let result = command(&mut conn.conn).await;
+                self.settle(&mut conn, result)
+            }
+            Err(err) => Err(err),
+        };
+        self.metrics.command(started.elapsed(), result.is_err());
+        result
     }
 
     /// Opens a dedicated pub/sub connection (pooled connections cannot SUBSCRIBE).

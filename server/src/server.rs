@@ -6,11 +6,11 @@ use std::{io, net::SocketAddr, sync::Arc, time::Instant};
 use futures_util::StreamExt;
 use poem::{
     Body, Endpoint, EndpointExt, IntoResponse, Request, Response, Route, get,
-    http::{StatusCode, header},
+    http::{HeaderValue, StatusCode, header},
     listener::{Acceptor, Listener, TcpListener},
     middleware::Cors,
 };
-use poem_openapi::OpenApiService;
+use poem_openapi::{OpenApiService, OperationId};
 use tokio::task::JoinHandle;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use uuid::Uuid;
@@ -24,13 +24,17 @@ use crate::{
     error::{AppError, error_response},
     hub::Hub,
     listener::{DirectListener, DirectSockets},
-    node::Node,
+    metrics::Metrics,
+    node::{Node, NodeSettings},
     redis_pool::RedisPool,
     relay::Relay,
     store::{MemoryStore, RedisStore, Store, StoreError},
     tls::{self, TlsError},
     ws::{self, Loops, WsSettings},
 };
+
+/// The header that carries a request's id, both ways.
+const REQUEST_ID: &str = "x-request-id";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -83,7 +87,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         tracing::info!("store: in-memory (single node)");
         return start_with_store(config, Arc::new(MemoryStore::new())).await;
     };
-    let pool = RedisPool::new(url).map_err(StartError::RedisUrl)?;
+    let metrics = Arc::new(Metrics::new());
+    let pool = RedisPool::new(url).map_err(StartError::RedisUrl)?.with_metrics(metrics.redis());
     let store = Arc::new(RedisStore::new(pool.clone(), &config.redis_prefix));
     let bus = Arc::new(RedisBus::new(pool.clone(), &config.redis_prefix));
     tracing::info!(
@@ -92,7 +97,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         node = %bus.node_id(),
         "store: redis (cluster member)"
     );
-    launch(config, store, Some(bus)).await
+    launch(config, store, Some(bus), metrics).await
 }
 
 /// Like [`start`], on a store the caller built, as a single node (embedding, tests).
@@ -100,13 +105,14 @@ pub async fn start_with_store(
     config: Config,
     store: Arc<dyn Store>,
 ) -> Result<Running, StartError> {
-    launch(config, store, None).await
+    launch(config, store, None, Arc::new(Metrics::new())).await
 }
 
 async fn launch(
     config: Config,
     store: Arc<dyn Store>,
     redis_bus: Option<Arc<RedisBus>>,
+    metrics: Arc<Metrics>,
 ) -> Result<Running, StartError> {
     if let Some(bad) = config.topics.iter().find(|topic| !crate::store::valid_name(topic)) {
         return Err(StartError::BadTopic(bad.clone()));
@@ -138,15 +144,12 @@ async fn launch(
         config.send_queue as usize,
         Keys::new(config.relay_keys.clone()),
     );
-    let node = Arc::new(Node::new(
-        store,
-        bus,
-        hub,
-        Arc::new(relay),
-        Keys::new(api_keys.clone()),
+    let settings = NodeSettings {
+        api_keys: Keys::new(api_keys.clone()),
         max_message_bytes,
-        config.topics.clone(),
-    ));
+        configured_topics: config.topics.clone(),
+    };
+    let node = Arc::new(Node::new(store, bus, hub, Arc::new(relay), metrics, settings));
     let shutdown = CancellationToken::new();
     // Plain TCP sockets are written to directly and read by the readiness loops; TLS ones only
     // through their stream, each by a task of its own.
@@ -267,6 +270,7 @@ pub fn app(
     let route = route.nest("/", api);
     let route = if prefix.is_empty() { route } else { Route::new().nest(prefix, route) };
     let prefix_root: Arc<str> = Arc::from(prefix);
+    let metrics = node.metrics.clone();
     // The message's own limit is checked exactly later (413 message_too_large); the body may be
     // larger than the message's compact JSON (whitespace, escapes, other fields).
     let body_limit = (config.max_message_bytes as usize).saturating_mul(2) + 64 * 1024;
@@ -281,7 +285,7 @@ pub fn app(
         .around(same_origin_is_not_cross_origin)
         .around(move |next, req| slash_after_prefix(next, req, prefix_root.clone()))
         .around(move |next, req| limit_body(next, req, body_limit))
-        .around(request_span)
+        .around(move |next, req| request_span(next, req, metrics.clone()))
         .catch_all_error(|err| async move { error_response(err) })
 }
 
@@ -358,26 +362,47 @@ async fn same_origin_is_not_cross_origin<E: Endpoint>(
     next.call(req).await.map(IntoResponse::into_response)
 }
 
-/// One span per request. The path is logged with ids redacted: a client id is a secret.
-async fn request_span<E: Endpoint>(next: E, req: Request) -> poem::Result<Response> {
-    let path = redact_ids(req.uri().path());
-    let span = tracing::info_span!("http", method = %req.method(), path = %path);
-    let started = Instant::now();
-    let result = tracing::Instrument::instrument(next.call(req), span.clone())
-        .await
-        .map(IntoResponse::into_response);
-    let status = match &result {
-        Ok(response) => response.status(),
-        Err(err) => err.status(),
+/// One span per request, carrying its request id: the client's `X-Request-Id` when it sent a
+/// usable one (1-128 visible ASCII characters), else a new one; the answer carries it back.
+/// Every answer is counted by operation and status. The path is logged with ids redacted: a
+/// client id is a secret.
+async fn request_span<E: Endpoint>(
+    next: E,
+    req: Request,
+    metrics: Arc<Metrics>,
+) -> poem::Result<Response> {
+    let request_id = match req.header(REQUEST_ID) {
+        Some(id) if (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic()) => {
+            id.to_owned()
+        }
+        _ => Uuid::new_v4().simple().to_string(),
     };
-    span.in_scope(|| {
-        tracing::debug!(
-            status = status.as_u16(),
-            elapsed_us = started.elapsed().as_micros() as u64,
-            "request"
-        )
-    });
-    result
+    let path = redact_ids(req.uri().path());
+    let span = tracing::info_span!("http", method = %req.method(), path = %path, %request_id);
+    let started = Instant::now();
+    let result = tracing::Instrument::instrument(next.call(req), span.clone()).await;
+    // Rendered here rather than by the app's last handler, so errors are counted and carry the
+    // request id too.
+    let mut response = match result {
+        Ok(response) => response.into_response(),
+        Err(err) => {
+            let operation = err.data::<OperationId>().copied();
+            let mut response = error_response(err);
+            if let Some(operation) = operation {
+                response.set_data(operation);
+            }
+            response
+        }
+    };
+    let operation = response.data::<OperationId>().map_or("other", |operation| operation.0);
+    let (status, took) = (response.status().as_u16(), started.elapsed());
+    metrics.request(operation, status, took);
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    let elapsed_us = took.as_micros() as u64;
+    span.in_scope(|| tracing::debug!(status, elapsed_us, "request"));
+    Ok(response)
 }
 
 fn redact_ids(path: &str) -> String {

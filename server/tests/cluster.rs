@@ -10,7 +10,7 @@ use std::{collections::HashMap, time::Duration};
 use futures_util::future::join_all;
 use serde_json::{Value, json};
 use support::{
-    KEY, TestServer, Ws, assert_silent, close_code, cluster, message, next_event, nodes,
+    KEY, TestServer, Ws, assert_silent, close_code, cluster, message, metric, next_event, nodes,
     nodes_with_prefix, redis_server::RedisServer, send_json, try_connect,
 };
 use switchboard_protocol::{CLOSE_UNREGISTERED, ServerEvent};
@@ -338,6 +338,38 @@ async fn a_redis_outage_answers_503_and_the_cluster_recovers_without_a_restart()
             [message(None, None, json!("all")), message(Some("news"), None, json!("back"))]
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_commands_and_the_bus_show_in_the_metrics() {
+    let (mut redis, nodes) = cluster(2).await;
+    let a = &nodes[0];
+    let (alice, _alice_ws) = a.client("alice").await;
+    let up = a.metrics().await;
+    assert!(
+        metric(&up, "switchboard_redis_command_duration_seconds", &[]) >= 3.0,
+        "register, read, subscribe"
+    );
+    assert_eq!(metric(&up, "switchboard_redis_command_errors_total", &[]), 0.0);
+    assert_eq!(metric(&up, "switchboard_bus_connected", &[]), 1.0);
+    assert_eq!(metric(&up, "switchboard_bus_reconnects_total", &[]), 0.0);
+    assert_eq!(metric(&up, "switchboard_registered_clients", &[]), 1.0);
+
+    redis.kill().await;
+    wait_for(a, "/ready", 503, Duration::from_secs(5)).await;
+    let id = alice.clone();
+    assert_eq!(a.post("/subscribe", None, json!({"id": id, "topics": ["news"]})).await.0, 503);
+    let down = a.metrics().await;
+    assert!(metric(&down, "switchboard_redis_command_errors_total", &[]) >= 1.0);
+    assert_eq!(metric(&down, "switchboard_bus_connected", &[]), 0.0);
+    let unknown = metric(&down, "switchboard_registered_clients", &[]);
+    assert_eq!(unknown, 0.0, "left out while the store cannot be read");
+
+    redis.restart().await;
+    wait_for(a, "/ready", 200, Duration::from_secs(10)).await;
+    let back = a.metrics().await;
+    assert_eq!(metric(&back, "switchboard_bus_connected", &[]), 1.0);
+    assert_eq!(metric(&back, "switchboard_bus_reconnects_total", &[]), 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -66,11 +66,13 @@ pub async fn topics_are_created_listed_and_deleted(store: DynStore) {
     store.create_topic("news").await.unwrap();
     assert_eq!(store.create_topic("news").await, Err(StoreError::TopicExists("news".into())));
     assert_eq!(store.topics().await.unwrap(), [info("news", 0), info("sports", 0)]);
+    assert_eq!(store.topic_count().await.unwrap(), 2);
     let alice = store.register(Some("alice")).await.unwrap();
     store.subscribe(alice.id, &topics(&["news", "sports"])).await.unwrap();
     assert_eq!(store.delete_topic("news").await.unwrap(), [alice.id]);
     assert_eq!(store.delete_topic("news").await, Err(StoreError::TopicNotFound("news".into())));
     assert_eq!(store.subscriptions(alice.id).await.unwrap(), ["sports"]);
+    assert_eq!(store.topic_count().await.unwrap(), 1);
     store.create_topic("news").await.unwrap();
     assert_eq!(store.subscriber_count("news").await.unwrap(), 0, "a new topic starts empty");
 }

@@ -44,6 +44,9 @@ impl Store for UnreachableStore {
     async fn topics(&self) -> StoreResult<Vec<TopicInfo>> {
         down()
     }
+    async fn topic_count(&self) -> StoreResult<u64> {
+        down()
+    }
     async fn subscriber_count(&self, _: &str) -> StoreResult<u64> {
         down()
     }

@@ -9,7 +9,7 @@ use poem::Request;
 use poem_openapi::{
     ApiResponse, OpenApi, Tags,
     param::{Header, Path},
-    payload::{Html, Json},
+    payload::{Html, Json, PlainText},
 };
 use serde_json::value::{RawValue, to_raw_value};
 use uuid::Uuid;
@@ -73,6 +73,13 @@ enum Accepted {
     /// Applied.
     #[oai(status = 202)]
     Accepted,
+}
+
+#[derive(ApiResponse)]
+enum MetricsText {
+    /// The metrics, in the Prometheus text format.
+    #[oai(status = 200, content_type = "text/plain; version=0.0.4; charset=utf-8")]
+    Ok(PlainText<String>),
 }
 
 #[derive(ApiResponse)]
@@ -282,6 +289,16 @@ impl Api {
         Ok(Json(Status { status: "ready".into() }))
     }
 
+    /// Prometheus metrics of this node
+    ///
+    /// Counters of publishes, deliveries, closes by code, HTTP requests by operation and status
+    /// (with a latency histogram), Redis commands, and gauges of connections, clients, topics
+    /// and relay peers. Open like `/health`: keep it from the public at the proxy (see deploy/).
+    #[oai(path = "/metrics", method = "get", operation_id = "metrics", tag = "Tag::Operations")]
+    async fn metrics(&self) -> MetricsText {
+        MetricsText::Ok(PlainText(self.node.metrics_text().await))
+    }
+
     /// This node's connection and delivery counters
     #[oai(path = "/stats", method = "get", operation_id = "stats", tag = "Tag::Operations")]
     async fn stats(
@@ -294,8 +311,7 @@ impl Api {
             connections: hub.connection_count() as u64,
             connected_clients: hub.connected_client_count() as u64,
             deliveries: hub.stats.deliveries.load(Ordering::Relaxed),
-            slow_consumer_closes: hub.stats.slow_consumer_closes.load(Ordering::Relaxed)
-                + relay.stats.slow_consumer_closes.load(Ordering::Relaxed),
+            slow_consumer_closes: self.node.slow_consumer_closes(),
             relay_peers: relay.peer_count() as u64,
             relayed_frames: relay.stats.relayed_frames.load(Ordering::Relaxed),
             cluster: self.node.bus.membership().map(|bus| ClusterStats {
@@ -319,5 +335,15 @@ impl Api {
         let from = sender.as_ref().map(|client| client.name.as_str());
         let recipients = self.node.publish(from, target, &data).await?;
         Ok(Json(Recipients { recipients }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn metrics_are_served_as_the_prometheus_text_format() {
+        // The content type `MetricsText` declares (an attribute takes only a literal).
+        let declared = "text/plain; version=0.0.4; charset=utf-8";
+        assert_eq!(declared, prometheus_client::encoding::prometheus_text::CONTENT_TYPE);
     }
 }

@@ -128,6 +128,10 @@ impl Store for MemoryStore {
         Ok(self.state.read().clients.len() as u64)
     }
 
+    async fn topic_count(&self) -> StoreResult<u64> {
+        Ok(self.state.read().topics.len() as u64)
+    }
+
     async fn unknown_clients(&self, ids: &[ClientId]) -> StoreResult<Vec<ClientId>> {
         let state = self.state.read();
         Ok(ids.iter().filter(|id| !state.clients.contains_key(id)).copied().collect())

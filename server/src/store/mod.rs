@@ -153,6 +153,8 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_topic(&self, name: &str) -> StoreResult<Vec<ClientId>>;
     /// Every topic with its subscriber count, sorted by name.
     async fn topics(&self) -> StoreResult<Vec<TopicInfo>>;
+    /// How many topics exist.
+    async fn topic_count(&self) -> StoreResult<u64>;
     /// How many clients are subscribed to an existing topic.
     async fn subscriber_count(&self, topic: &str) -> StoreResult<u64>;
     /// Subscribes the client to every topic, or (unknown client, missing topic) to none.

@@ -219,6 +219,10 @@ impl Store for RedisStore {
         Ok(self.pool.query(cmd("HLEN").arg(&self.clients)).await?)
     }
 
+    async fn topic_count(&self) -> StoreResult<u64> {
+        Ok(self.pool.query(cmd("SCARD").arg(&self.topics)).await?)
+    }
+
     async fn unknown_clients(&self, ids: &[ClientId]) -> StoreResult<Vec<ClientId>> {
         let mut unknown = Vec::new();
         // Bounded commands: one HMGET per chunk rather than one per id or one huge one.

@@ -18,7 +18,10 @@ use super::{
     decode::{Decoder, Incoming},
     relay_peer::PeerSession,
 };
-use crate::delivery::{CloseReason, Frame, Outlet, Wanted, close_echo};
+use crate::{
+    delivery::{CloseReason, Frame, Outlet, Wanted, close_echo},
+    metrics::ClosedBy,
+};
 
 /// How long closing (our close frame out, the peer's answer in) may take.
 pub(super) const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -196,6 +199,9 @@ impl Socket {
 
     /// A write failed: the peer is gone.
     pub fn lost(&mut self, ctx: &Ctx) {
+        if matches!(self.phase, Phase::Open | Phase::CloseAfterJob(_)) {
+            ctx.node.metrics.closed(CloseReason::Lost.code(), ClosedBy::Client);
+        }
         self.finish(Some(CloseReason::Lost), ctx);
     }
 
@@ -237,10 +243,13 @@ impl Socket {
             self.phase = Phase::CloseAfterJob(closing);
             return;
         }
-        let reason = match closing {
-            Closing::Ours(reason) => Some(reason),
-            _ => None,
+        let (reason, code, by) = match closing {
+            Closing::Ours(reason) => (Some(reason), reason.code(), ClosedBy::Server),
+            // 1005: no code given; 1006: no close frame at all (RFC 6455 7.1.5).
+            Closing::Peer(code) => (None, code.unwrap_or(1005), ClosedBy::Client),
+            Closing::ReadEnded => (None, 1006, ClosedBy::Client),
         };
+        ctx.node.metrics.closed(code, by);
         self.end_session(reason, ctx);
         let (frame, await_peer) = match closing {
             Closing::Peer(code) => (Some(close_echo(code)), false),

@@ -142,6 +142,18 @@ impl TestServer {
         (id, ws)
     }
 
+    /// The node's `/metrics`, read with a Prometheus text parser (and checked to be served as
+    /// that format).
+    pub async fn metrics(&self) -> Vec<prometheus_parse::Sample> {
+        let response = self.http.get(self.url("/metrics")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
+        assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
+        let text = response.text().await.unwrap();
+        let lines = text.lines().map(|line| Ok(line.to_owned()));
+        prometheus_parse::Scrape::parse(lines).expect("the Prometheus text format").samples
+    }
+
     pub async fn stats(&self) -> Value {
         let (status, body) = self.call(reqwest::Method::GET, "/stats", Some(KEY), None).await;
         assert_eq!(status, 200);
@@ -286,4 +298,20 @@ pub async fn send_json(ws: &mut Ws, value: Value) {
 
 pub fn message(topic: Option<&str>, from: Option<&str>, data: Value) -> ServerEvent {
     ServerEvent::Message { topic: topic.map(str::to_owned), from: from.map(str::to_owned), data }
+}
+
+/// The value of metric `name` with these labels among `samples` (a histogram: its count);
+/// 0 when there is none.
+pub fn metric(samples: &[prometheus_parse::Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
+    use prometheus_parse::Value;
+    let matching = samples.iter().find(|sample| {
+        sample.metric == name
+            && labels.iter().all(|(key, value)| sample.labels.get(key) == Some(*value))
+    });
+    match matching.map(|sample| &sample.value) {
+        Some(Value::Counter(value) | Value::Gauge(value) | Value::Untyped(value)) => *value,
+        Some(Value::Histogram(buckets)) => buckets.last().map_or(0.0, |bucket| bucket.count),
+        Some(other) => panic!("{name}: unexpected {other:?}"),
+        None => 0.0,
+    }
 }
