@@ -1,6 +1,7 @@
 //! The typed HTTP API (poem-openapi). Handlers are thin: parse, call [`Node`], shape the answer.
 //! Errors are [`AppError`]s, documented per operation and rendered by [`crate::error`].
 
+mod key;
 mod models;
 
 use std::sync::{Arc, atomic::Ordering};
@@ -8,12 +9,13 @@ use std::sync::{Arc, atomic::Ordering};
 use poem::Request;
 use poem_openapi::{
     ApiResponse, OpenApi, Tags,
-    param::{Header, Path},
+    param::Path,
     payload::{Html, Json, PlainText},
 };
 use serde_json::value::{RawValue, to_raw_value};
 use uuid::Uuid;
 
+use key::{ApiKey, ApiKeyOrSender};
 pub use models::*;
 
 use crate::{
@@ -146,7 +148,7 @@ impl Api {
     async fn register(
         &self,
         req: &Request,
-        #[oai(name = "X-Api-Key")] api_key: Header<Option<String>>,
+        api_key: ApiKey,
         body: Json<RegisterRequest>,
     ) -> ApiResult<RegisterResponse, RegisterErrors> {
         self.node.require_key(api_key.as_deref())?;
@@ -165,7 +167,11 @@ impl Api {
         operation_id = "unregister",
         tag = "Tag::Clients"
     )]
-    async fn unregister(&self, id: Path<Uuid>) -> ApiResult<Json<Unregistered>, UnregisterErrors> {
+    async fn unregister(
+        &self,
+        /// The client's id.
+        id: Path<Uuid>,
+    ) -> ApiResult<Json<Unregistered>, UnregisterErrors> {
         let closed = self.node.unregister(id.0).await?;
         Ok(Json(Unregistered { id: id.0, closed_connections: closed as u64 }))
     }
@@ -177,7 +183,7 @@ impl Api {
     #[oai(path = "/broadcast", method = "post", operation_id = "broadcast", tag = "Tag::Messages")]
     async fn broadcast(
         &self,
-        #[oai(name = "X-Api-Key")] api_key: Header<Option<String>>,
+        api_key: ApiKeyOrSender,
         body: Json<SendRequest>,
     ) -> ApiResult<Json<Recipients>, BroadcastErrors> {
         self.send(api_key.as_deref(), body.0, Target::Broadcast).await
@@ -192,8 +198,9 @@ impl Api {
     )]
     async fn publish(
         &self,
+        /// The topic's name.
         name: Path<String>,
-        #[oai(name = "X-Api-Key")] api_key: Header<Option<String>>,
+        api_key: ApiKeyOrSender,
         body: Json<SendRequest>,
     ) -> ApiResult<Json<Recipients>, PublishErrors> {
         self.send(api_key.as_deref(), body.0, Target::Topic(name.0)).await
@@ -242,7 +249,7 @@ impl Api {
     #[oai(path = "/topics", method = "post", operation_id = "createTopic", tag = "Tag::Topics")]
     async fn create_topic(
         &self,
-        #[oai(name = "X-Api-Key")] api_key: Header<Option<String>>,
+        api_key: ApiKey,
         body: Json<CreateTopicRequest>,
     ) -> ApiResult<TopicCreated, CreateTopicErrors> {
         self.node.require_key(api_key.as_deref())?;
@@ -262,8 +269,9 @@ impl Api {
     )]
     async fn delete_topic(
         &self,
+        /// The topic's name.
         name: Path<String>,
-        #[oai(name = "X-Api-Key")] api_key: Header<Option<String>>,
+        api_key: ApiKey,
     ) -> ApiResult<Json<TopicName>, DeleteTopicErrors> {
         self.node.require_key(api_key.as_deref())?;
         self.node.delete_topic(&name.0).await?;
@@ -301,10 +309,7 @@ impl Api {
 
     /// This node's connection and delivery counters
     #[oai(path = "/stats", method = "get", operation_id = "stats", tag = "Tag::Operations")]
-    async fn stats(
-        &self,
-        #[oai(name = "X-Api-Key")] api_key: Header<Option<String>>,
-    ) -> ApiResult<Json<Stats>, StatsErrors> {
+    async fn stats(&self, api_key: ApiKey) -> ApiResult<Json<Stats>, StatsErrors> {
         self.node.require_key(api_key.as_deref())?;
         let (hub, relay) = (&self.node.hub, &self.node.relay);
         Ok(Json(Stats {

@@ -12,29 +12,36 @@ use uuid::Uuid;
 
 use crate::store::{NAME_PATTERN, NAME_RULE, valid_name};
 
+/// The body of `register`.
 #[derive(Debug, Object)]
 pub struct RegisterRequest {
     /// Unique client name, 1-64 of `A-Za-z0-9_.-`. Absent: the server assigns a unique one.
     pub name: Option<Name>,
 }
 
+/// A registered client.
 #[derive(Debug, Object)]
 pub struct Registered {
     /// The client's id. A bearer secret: it connects, subscribes, sends and unregisters.
     pub id: Uuid,
+    /// The client's unique name: the one asked for, or the one the server assigned. Messages
+    /// the client sends carry it as `from`.
     pub name: String,
     /// Where the client opens its WebSocket.
     pub ws_url: String,
 }
 
+/// The answer to `unregister`.
 #[derive(Debug, Object)]
 pub struct Unregistered {
+    /// The id that was unregistered.
     pub id: Uuid,
     /// Live WebSocket connections of the client that were closed (code 4001), on every node of
     /// the cluster.
     pub closed_connections: u64,
 }
 
+/// The body of `broadcast` and `publish`.
 #[derive(Debug, Object)]
 pub struct SendRequest {
     /// Sender id. Without it the X-Api-Key header is required and `from` is null.
@@ -129,6 +136,7 @@ impl ToJSON for Name {
     }
 }
 
+/// How many clients a message was sent to.
 #[derive(Debug, Object)]
 pub struct Recipients {
     /// Clients targeted at publish time: registered clients for a broadcast, subscribers for a
@@ -136,6 +144,7 @@ pub struct Recipients {
     pub recipients: u64,
 }
 
+/// The body of `subscribe` and `unsubscribe`.
 #[derive(Debug, Object)]
 pub struct SubscriptionRequest {
     /// The client's id.
@@ -144,30 +153,37 @@ pub struct SubscriptionRequest {
     pub topics: Vec<String>,
 }
 
+/// A topic and how many clients subscribe to it.
 #[derive(Debug, Object)]
 pub struct Topic {
+    /// The topic's name.
     pub name: String,
     /// Clients subscribed to the topic.
     pub subscribers: u64,
 }
 
+/// The body of `createTopic`.
 #[derive(Debug, Object)]
 pub struct CreateTopicRequest {
     /// 1-64 of `A-Za-z0-9_.-`.
     pub name: Name,
 }
 
+/// The topic an operation acted on.
 #[derive(Debug, Object)]
 pub struct TopicName {
+    /// The topic's name.
     pub name: String,
 }
 
+/// The answer of the health probes.
 #[derive(Debug, Object)]
 pub struct Status {
     /// `ok` (process up) or `ready` (store reachable).
     pub status: String,
 }
 
+/// This node's counters.
 #[derive(Debug, Object)]
 pub struct Stats {
     /// Live WebSocket connections on this node.
@@ -187,6 +203,7 @@ pub struct Stats {
     pub cluster: Option<ClusterStats>,
 }
 
+/// This node's place in a cluster.
 #[derive(Debug, Object)]
 pub struct ClusterStats {
     /// This node's id on the Redis bus.
