@@ -2,10 +2,19 @@
 //! time from `wasm-client/`. The built client is committed, so serving the page needs no wasm
 //! toolchain; `scripts/wasm check` (in the test command) fails when it is stale.
 
-use poem::{IntoResponse, Response, handler, http::header, web::Path};
+use poem::{
+    Endpoint, IntoResponse, Response,
+    endpoint::make_sync,
+    handler,
+    http::header,
+    web::{Html, Path},
+};
 
 /// The page's markup; its logic is the Wasm client's `startTestPage`.
 pub const INDEX_HTML: &str = include_str!("../../wasm-client/www/index.html");
+
+/// The icon the page and Swagger UI link to, so neither asks for a missing `/favicon.ico`.
+const FAVICON_SVG: &[u8] = include_bytes!("../../wasm-client/www/favicon.svg");
 
 const CLIENT_JS: &[u8] = include_bytes!("../../wasm-client/pkg/switchboard_wasm_client.js");
 const CLIENT_WASM: &[u8] = include_bytes!("../../wasm-client/pkg/switchboard_wasm_client_bg.wasm");
@@ -23,4 +32,22 @@ pub fn asset(Path(file): Path<String>) -> poem::Result<Response> {
         // Revalidate: a new server version may carry a new client.
         .with_header(header::CACHE_CONTROL, "no-cache")
         .into_response())
+}
+
+/// `GET /favicon.svg`, and `GET /favicon.ico` for browsers that ask without a link.
+#[handler]
+pub fn favicon() -> Response {
+    FAVICON_SVG
+        .with_content_type("image/svg+xml")
+        .with_header(header::CACHE_CONTROL, "max-age=86400")
+        .into_response()
+}
+
+/// Swagger UI (poem-openapi's page, `html`) with a link to the icon under `prefix`, which
+/// its own page lacks.
+pub fn swagger_ui(html: String, prefix: &str) -> impl Endpoint + 'static {
+    let link =
+        format!(r#"<head><link rel="icon" type="image/svg+xml" href="{prefix}/favicon.svg">"#);
+    let html = html.replacen("<head>", &link, 1);
+    make_sync(move |_| Html(html.clone()))
 }

@@ -257,11 +257,13 @@ pub fn app(
         // Swagger UI's "try it out" must call the prefixed routes.
         api = api.server(prefix);
     }
-    let swagger_ui = api.swagger_ui();
+    let swagger_ui = crate::page::swagger_ui(api.swagger_ui_html(), prefix);
     let spec = api.spec_endpoint();
     let mut route = Route::new()
         .at("/ws/:id", get(ws::upgrade))
         .at("/assets/:file", get(crate::page::asset))
+        .at("/favicon.svg", get(crate::page::favicon))
+        .at("/favicon.ico", get(crate::page::favicon))
         .at("/openapi.json", spec)
         .nest("/docs", swagger_ui);
     if !config.no_relay {

@@ -54,7 +54,12 @@ impl Chromedriver {
             .expect("chromedriver runs (apt-get install chromium-driver; ./scripts/test does)");
         let status = format!("http://127.0.0.1:{port}/status");
         let deadline = Instant::now() + WAIT;
-        while !reqwest::get(&status).await.is_ok_and(|r| r.status().is_success()) {
+        while !support::http_client()
+            .get(&status)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
             assert!(Instant::now() < deadline, "chromedriver answers on {port}");
             sleep(Duration::from_millis(50)).await;
         }
@@ -74,11 +79,31 @@ impl Chromedriver {
         });
         let mut capabilities = serde_json::Map::new();
         capabilities.insert("goog:chromeOptions".into(), options);
+        // Keeps the console, failed requests included, for `console_errors`.
+        capabilities.insert("goog:loggingPrefs".into(), json!({"browser": "ALL"}));
         ClientBuilder::new(HttpConnector::new())
             .capabilities(capabilities)
             .connect(&format!("http://127.0.0.1:{}", self.port))
             .await
             .expect("a Chromium session starts")
+    }
+}
+
+impl Chromedriver {
+    /// The errors `browser` logged to its console since the last call (a request that failed,
+    /// e.g. a 404, is one), through chromedriver's log endpoint.
+    async fn console_errors(&self, browser: &Client) -> Vec<String> {
+        let session = browser.session_id().await.unwrap().expect("a session id");
+        let url = format!("http://127.0.0.1:{}/session/{session}/se/log", self.port);
+        let body = json!({"type": "browser"});
+        let response = support::http_client().post(url).json(&body).send().await;
+        let logs: serde_json::Value = response.unwrap().json().await.unwrap();
+        let entries = logs["value"].as_array().cloned().unwrap_or_default();
+        entries
+            .iter()
+            .filter(|entry| entry["level"] == "SEVERE")
+            .map(|entry| entry["message"].as_str().unwrap_or_default().to_owned())
+            .collect()
     }
 }
 
@@ -350,4 +375,26 @@ async fn the_page_works_under_a_path_prefix() {
     page.click("topic-news").await;
     page.wait_for_text("topics", "1 subscriber").await;
     page.browser.close().await.expect("the browser closes");
+}
+
+/// Neither the page nor Swagger UI makes a request that fails (a missing icon was one), at the
+/// root and under a path prefix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_and_swagger_ui_load_without_a_failed_request() {
+    let driver = Chromedriver::start().await;
+    for prefix in ["", "/push/v1"] {
+        let server = TestServer::start_with(|config| config.path_prefix = prefix.into()).await;
+        let page = Page::open_at(&driver, &server.url(&format!("{prefix}/")), "console").await;
+        // The icon is asked for after the page loaded.
+        sleep(Duration::from_secs(1)).await;
+        let errors = driver.console_errors(&page.browser).await;
+        assert!(errors.is_empty(), "the page at {prefix}/ logged {errors:?}");
+        page.browser.goto(&server.url(&format!("{prefix}/docs"))).await.expect("/docs loads");
+        let operation = Locator::Css(".opblock-summary-path");
+        page.browser.wait().for_element(operation).await.expect("Swagger UI lists operations");
+        sleep(Duration::from_secs(1)).await;
+        let errors = driver.console_errors(&page.browser).await;
+        assert!(errors.is_empty(), "Swagger UI at {prefix}/docs logged {errors:?}");
+        page.browser.close().await.expect("the browser closes");
+    }
 }
