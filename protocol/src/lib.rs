@@ -5,6 +5,9 @@
 //! [`ServerFrame`] is what the server sends. `data` stays raw JSON end to end: the server never
 //! re-encodes a payload, it copies the bytes it was given into the one frame every recipient shares.
 
+pub mod reconnect;
+pub mod request;
+
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 

@@ -9,15 +9,15 @@ use std::{
 };
 
 use js_sys::{Function, Promise};
-use switchboard_protocol::{CLOSE_UNREGISTERED, ServerEvent};
+use switchboard_protocol::{
+    CLOSE_UNREGISTERED, ServerEvent,
+    reconnect::{Backoff, describe_close, reconnect_helps},
+    request::{self as frames, Request},
+};
 use wasm_bindgen::{JsCast, prelude::*};
 use web_sys::{CloseEvent, MessageEvent, WebSocket};
 
-use crate::{
-    backoff::{Backoff, describe_close, reconnect_helps},
-    frames::{self, Request},
-    http,
-};
+use crate::http;
 
 /// A connection state, as `onState` callbacks receive it (with a detail text).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 //! When to reconnect: exponential backoff with jitter, and which closes end the retrying.
-//! Plain Rust, so the schedule is unit-tested natively.
+//! Shared by the Wasm and the native client, so both reconnect alike.
 
-use switchboard_protocol::{CLOSE_PING_TIMEOUT, CLOSE_SLOW_CONSUMER, CLOSE_UNREGISTERED};
+use crate::{CLOSE_PING_TIMEOUT, CLOSE_SLOW_CONSUMER, CLOSE_UNREGISTERED};
 
 /// A reconnect schedule: attempt `n` waits about `initial_ms * 2^(n-1)`, capped at `max_ms`,
 /// drawn from the upper half of that delay so many clients dropped at once (a node restarting)

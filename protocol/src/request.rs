@@ -1,8 +1,8 @@
-//! Encoding what the browser client sends, with the protocol crate the server uses. Plain Rust,
-//! unit-tested natively.
+//! What a client sends: requests tagged with the numeric `ref` their answer carries, and the
+//! socket URL of a client. Shared by the Wasm and the native client.
 
+use crate::ClientFrame;
 use serde_json::value::RawValue;
-use switchboard_protocol::ClientFrame;
 
 /// A request sent over the socket; answered by an `ack` or `error` carrying its `ref`.
 #[derive(Debug, Clone, Copy)]
