@@ -51,6 +51,12 @@ pub fn encode(request: Request<'_>, reference: u64) -> Result<String, String> {
 
 /// The WebSocket URL of client `id` on the server at `base` (http -> ws, https -> wss).
 pub fn ws_url(base: &str, id: &str) -> String {
+    socket_url(base, &format!("/ws/{id}"))
+}
+
+/// The URL of the socket at `path` (e.g. `/relay/{id}`) on the server at `base`, `base` being
+/// the HTTP address with any path prefix: http becomes ws, https becomes wss.
+pub fn socket_url(base: &str, path: &str) -> String {
     let base = base.trim_end_matches('/');
     let socket_base = if let Some(rest) = base.strip_prefix("https://") {
         format!("wss://{rest}")
@@ -59,7 +65,7 @@ pub fn ws_url(base: &str, id: &str) -> String {
     } else {
         base.to_owned()
     };
-    format!("{socket_base}/ws/{id}")
+    format!("{socket_base}{path}")
 }
 
 #[cfg(test)]
@@ -103,5 +109,6 @@ mod tests {
     fn socket_urls_follow_the_page_scheme() {
         assert_eq!(ws_url("http://localhost:8080", "x"), "ws://localhost:8080/ws/x");
         assert_eq!(ws_url("https://push.example.com/", "x"), "wss://push.example.com/ws/x");
+        assert_eq!(socket_url("http://h/p/", "/relay/r"), "ws://h/p/relay/r");
     }
 }
