@@ -5,7 +5,10 @@
 //! [`ServerFrame`] is what the server sends. `data` stays raw JSON end to end: the server never
 //! re-encodes a payload, it copies the bytes it was given into the one frame every recipient shares.
 
+#[cfg(feature = "asyncapi")]
+pub mod asyncapi;
 pub mod reconnect;
+pub mod relay;
 pub mod request;
 
 use serde::{Deserialize, Serialize};
@@ -17,15 +20,49 @@ pub const CLOSE_UNREGISTERED: u16 = 4001;
 pub const CLOSE_PING_TIMEOUT: u16 = 4002;
 /// Close code when a client reads too slowly and its bounded send queue overflowed.
 pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
+/// Every close code the server sends, client and relay sockets alike; what each means is
+/// [`reconnect::describe_close`].
+pub const SERVER_CLOSE_CODES: [u16; 8] =
+    [1001, 1002, 1007, 1009, 1013, CLOSE_UNREGISTERED, CLOSE_PING_TIMEOUT, CLOSE_SLOW_CONSUMER];
 
 /// A frame a client sends. `reference` is the optional `ref` echoed by the ack or error answer.
 #[derive(Debug, Clone)]
+#[cfg_attr(
+    feature = "asyncapi",
+    derive(schemars::JsonSchema),
+    schemars(tag = "type", rename_all = "snake_case")
+)]
 pub enum ClientFrame<'a> {
-    Subscribe { topics: Vec<String>, reference: Option<&'a RawValue> },
-    Unsubscribe { topics: Vec<String>, reference: Option<&'a RawValue> },
-    Publish { topic: String, data: &'a RawValue, reference: Option<&'a RawValue> },
-    Broadcast { data: &'a RawValue, reference: Option<&'a RawValue> },
-    Ping { reference: Option<&'a RawValue> },
+    /// Subscribe the client (all its sockets) to topics; all must exist, else nothing is applied.
+    Subscribe {
+        topics: Vec<String>,
+        #[cfg_attr(feature = "asyncapi", schemars(rename = "ref"))]
+        reference: Option<&'a RawValue>,
+    },
+    /// Unsubscribe the client from topics; the same rule.
+    Unsubscribe {
+        topics: Vec<String>,
+        #[cfg_attr(feature = "asyncapi", schemars(rename = "ref"))]
+        reference: Option<&'a RawValue>,
+    },
+    /// Send `data` (any JSON) to the topic's subscribers, `from` being this client's name.
+    Publish {
+        topic: String,
+        data: &'a RawValue,
+        #[cfg_attr(feature = "asyncapi", schemars(rename = "ref"))]
+        reference: Option<&'a RawValue>,
+    },
+    /// Send `data` to every connected socket, this client's own included.
+    Broadcast {
+        data: &'a RawValue,
+        #[cfg_attr(feature = "asyncapi", schemars(rename = "ref"))]
+        reference: Option<&'a RawValue>,
+    },
+    /// Answered with an `ack`: an application-level liveness check.
+    Ping {
+        #[cfg_attr(feature = "asyncapi", schemars(rename = "ref"))]
+        reference: Option<&'a RawValue>,
+    },
 }
 
 /// Why a client frame could not be read; `reference` is kept when it could be read.
@@ -142,18 +179,20 @@ impl<'a> ClientFrame<'a> {
 
 /// A frame the server sends.
 #[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "asyncapi", derive(schemars::JsonSchema))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerFrame<'a> {
-    /// First frame on every connection: the client's id and current subscriptions.
+    /// First frame on every connection: the client's id and current subscriptions (sorted).
     Welcome { id: &'a str, topics: Vec<String> },
     /// A delivery. `topic` is null for a broadcast; `from` is null when sent with the API key.
     Message {
         topic: Option<&'a str>,
         from: Option<&'a str>,
+        /// Any JSON, exactly as sent.
         #[serde(borrow)]
         data: &'a RawValue,
     },
-    /// A client frame was applied.
+    /// A client frame was applied; `ref` is the frame's (null if it had none).
     Ack {
         #[serde(rename = "ref", borrow)]
         reference: Option<&'a RawValue>,
@@ -162,7 +201,10 @@ pub enum ServerFrame<'a> {
     Error {
         #[serde(rename = "ref", borrow)]
         reference: Option<&'a RawValue>,
+        /// A stable code: malformed_frame, unknown_frame, binary_frame, topic_not_found,
+        /// unknown_client, message_too_large or unavailable.
         error: &'a str,
+        /// What went wrong, for people.
         message: &'a str,
     },
 }

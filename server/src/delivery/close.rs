@@ -136,6 +136,18 @@ mod tests {
     }
 
     #[test]
+    fn the_protocol_lists_exactly_the_codes_the_server_sends() {
+        let mut sent: Vec<u16> = CloseReason::ALL
+            .into_iter()
+            .filter(|reason| *reason != CloseReason::Lost)
+            .map(CloseReason::code)
+            .collect();
+        sent.sort_unstable();
+        sent.dedup();
+        assert_eq!(sent, switchboard_protocol::SERVER_CLOSE_CODES);
+    }
+
+    #[test]
     fn close_frames_carry_code_and_reason() {
         let frame = CloseReason::SlowConsumer.frame();
         assert_eq!(frame.payload(), b"\x0f\xa8slow consumer");

@@ -30,14 +30,9 @@ use crate::{
     store::PeerAddr,
 };
 
-const WAITING: &str = "/status:waiting";
-const CONNECTED: &str = "/status:connected";
-const REMOTE_OPEN: &str = "/remote:open";
-const REMOTE_CLOSE: &str = "/remote:close";
-/// Texts starting with these are the server's; a peer cannot send them.
-const RESERVED: [&str; 3] = ["/remote:", "/status:", "/error:"];
-const NOT_RECEIVED: &str = "/error:0001:The message was not received by anyone.:";
-const RESERVED_PREFIX: &str = "/error:0002:Reserved prefix.:";
+use switchboard_protocol::relay::{
+    CONNECTED, NOT_RECEIVED, REMOTE_CLOSE, REMOTE_OPEN, RESERVED, RESERVED_PREFIX, WAITING,
+};
 
 /// Most of the partner's frames written at once.
 const PARTNER_BATCH: usize = 64;

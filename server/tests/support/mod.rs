@@ -315,3 +315,19 @@ pub fn metric(samples: &[prometheus_parse::Sample], name: &str, labels: &[(&str,
         None => 0.0,
     }
 }
+
+/// Checks that the committed file at `path` (relative to the workspace root) holds exactly
+/// `generated`; with the environment variable `write_var` set, writes it instead.
+pub fn committed_file_matches(path: &str, generated: &str, write_var: &str) {
+    let path = format!("{}/../{path}", env!("CARGO_MANIFEST_DIR"));
+    if std::env::var_os(write_var).is_some() {
+        std::fs::write(&path, generated).unwrap_or_else(|e| panic!("write {path}: {e}"));
+        return;
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "{path} differs from what the code generates; regenerate it with `{write_var}=1 cargo \
+         test -p switchboard --test <this test>` and review the diff"
+    );
+}
