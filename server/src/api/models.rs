@@ -198,12 +198,13 @@ pub struct Stats {
     pub relay_peers: u64,
     /// Frames relay peers on this node sent to their partners since start.
     pub relayed_frames: u64,
-    /// This node's membership of a cluster (absent on a single node).
+    // No doc comment: poem-openapi would wrap the reference in an `allOf` to carry it, which
+    // generators turn into a second, anonymous type. `ClusterStats` says it.
     #[oai(skip_serializing_if_is_none)]
     pub cluster: Option<ClusterStats>,
 }
 
-/// This node's place in a cluster.
+/// This node's membership of a cluster; absent from `Stats` on a single node.
 #[derive(Debug, Object)]
 pub struct ClusterStats {
     /// This node's id on the Redis bus.
