@@ -84,6 +84,8 @@ function relayEcho(context, events, done) {
       events.emit('counter', 'switchboard.relay_round_trips', 1);
     } else if (text.startsWith('/status:connected')) {
       context.vars.paired = true;
+    } else if (text.startsWith('/remote:close')) {
+      context.vars.paired = false;
     } else if (text.startsWith('/error:')) {
       events.emit('counter', 'switchboard.relay_errors', 1);
     }
