@@ -16,7 +16,7 @@
 //! socket.subscribe(&["news"]).await?;
 //! socket.publish("news", &serde_json::json!({"hello": "world"})).await?;
 //! while let Some(event) = events.recv().await {
-//!     if let Event::Message { topic, from, data } = event {
+//!     if let Event::Message { topic, from, data, .. } = event {
 //!         println!("{topic:?} {from:?} {data}");
 //!     }
 //! }

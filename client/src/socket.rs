@@ -30,8 +30,15 @@ pub const CLOSE_ABNORMAL: u16 = 1006;
 pub enum Event {
     /// Connected (again): the server's `welcome`, with the client's subscriptions.
     Connected { topics: Vec<String> },
-    /// A delivery: `topic` is `None` for a broadcast, `from` is `None` when sent with the API key.
-    Message { topic: Option<String>, from: Option<String>, data: Value },
+    /// A delivery: `topic` is `None` for a broadcast, `from` is `None` when sent with the API key;
+    /// a topic's message has its `offset` and the topic's `epoch`.
+    Message {
+        topic: Option<String>,
+        from: Option<String>,
+        data: Value,
+        offset: Option<u64>,
+        epoch: Option<String>,
+    },
     /// The server reported a problem not tied to a request of this client.
     ServerError { error: String, message: String },
     /// The connection dropped; the next attempt starts after `retry_in`.
@@ -354,8 +361,8 @@ impl Task {
         };
         match event {
             ServerEvent::Welcome { topics, .. } => self.emit(Event::Connected { topics }).await,
-            ServerEvent::Message { topic, from, data } => {
-                self.emit(Event::Message { topic, from, data }).await
+            ServerEvent::Message { topic, from, data, offset, epoch } => {
+                self.emit(Event::Message { topic, from, data, offset, epoch }).await
             }
             ServerEvent::Ack { reference } => {
                 if let Some(waiting) = take(pending, reference.as_ref()) {

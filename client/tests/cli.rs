@@ -49,7 +49,9 @@ async fn listen_prints_each_message_as_a_json_line() {
     let connected = timeout(WAIT, status.next_line()).await.unwrap().unwrap().unwrap();
     assert_eq!(serde_json::from_str::<Value>(&connected).unwrap()["type"], "connected");
 
-    assert_eq!(json_of(&base, &["publish", "news", r#"{"n":1}"#]).await, json!({"recipients": 1}));
+    let published = json_of(&base, &["publish", "news", r#"{"n":1}"#]).await;
+    assert_eq!((&published["recipients"], &published["offset"]), (&json!(1), &json!(1)));
+    let epoch = published["epoch"].as_str().expect("the topic's epoch").to_owned();
     assert_eq!(
         json_of(&base, &["broadcast", "plain text", "--id", id]).await,
         json!({"recipients": 1})
@@ -63,10 +65,15 @@ async fn listen_prints_each_message_as_a_json_line() {
     assert_eq!(
         received,
         [
-            json!({"type": "message", "topic": "news", "from": null, "data": {"n": 1}}),
+            json!({"type": "message", "topic": "news", "from": null, "data": {"n": 1},
+                   "offset": 1, "epoch": epoch}),
             json!({"type": "message", "topic": null, "from": "dora", "data": "plain text"}),
         ]
     );
+
+    let history = json_of(&base, &["history", "news", "--epoch", &epoch]).await;
+    assert_eq!((&history["complete"], &history["offset"]), (&json!(true), &json!(1)));
+    assert_eq!(history["messages"], json!([{"offset": 1, "data": {"n": 1}}]));
 
     // Unregistered: the listener says so and exits non-zero instead of reconnecting.
     let gone = json_of(&base, &["unregister", id]).await;

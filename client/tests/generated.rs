@@ -34,14 +34,23 @@ async fn the_generated_client_drives_every_operation() {
         "{missing:?}"
     );
 
-    let created = types::CreateTopicRequest { name: "sports".parse().unwrap() };
+    let created = types::CreateTopicRequest {
+        name: "sports".parse().unwrap(),
+        history_size: Some(10),
+        history_ttl_seconds: None,
+    };
     let topic = api.create_topic(&created).await.expect("creates").into_inner();
     assert_eq!((topic.name.as_str(), topic.subscribers), ("sports", 0));
     let subscription = types::SubscriptionRequest { id: alice.id, topics: vec!["sports".into()] };
     api.subscribe(&subscription).await.expect("subscribes");
 
     let message = types::SendRequest { id: Some(alice.id), message: json!({"goal": 1}) };
-    assert_eq!(api.publish("sports", &message).await.unwrap().into_inner().recipients, 1);
+    let sent = api.publish("sports", &message).await.unwrap().into_inner();
+    assert_eq!((sent.recipients, sent.offset), (1, Some(1)));
+    let history = api.get_topic_history("sports", None, None, None).await.unwrap().into_inner();
+    assert!(history.complete && history.epoch == sent.epoch.unwrap_or_default());
+    assert_eq!(history.messages.len(), 1);
+    assert_eq!(history.messages[0].data, json!({"goal": 1}));
     let missing_topic = ClientError::from(api.publish("nope", &message).await.unwrap_err());
     assert!(matches!(&missing_topic, ClientError::Server(e) if e.error == "topic_not_found"));
     let anonymous = types::SendRequest { id: None, message: json!(null) };

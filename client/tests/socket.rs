@@ -42,18 +42,25 @@ async fn requests_are_acknowledged_or_refused_and_messages_arrive() {
         "{refused:?}"
     );
     socket.publish("news", &json!({"n": 1})).await.expect("publish is acknowledged");
+    let Event::Message { topic, from, data, offset, epoch } = next(&mut events).await else {
+        panic!("a message")
+    };
     assert_eq!(
-        next(&mut events).await,
-        Event::Message {
-            topic: Some("news".into()),
-            from: Some("alice".into()),
-            data: json!({"n": 1})
-        }
+        (topic.as_deref(), from.as_deref(), data),
+        (Some("news"), Some("alice"), json!({"n": 1}))
     );
+    assert_eq!(offset, Some(1), "the topic's first message");
+    assert!(epoch.is_some_and(|epoch| !epoch.is_empty()));
     socket.broadcast(&json!(null)).await.expect("broadcast is acknowledged");
     assert_eq!(
         next(&mut events).await,
-        Event::Message { topic: None, from: Some("alice".into()), data: json!(null) }
+        Event::Message {
+            topic: None,
+            from: Some("alice".into()),
+            data: json!(null),
+            offset: None,
+            epoch: None
+        }
     );
     socket.ping().await.expect("ping is acknowledged");
 

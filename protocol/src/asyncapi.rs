@@ -146,23 +146,19 @@ fn operation(action: &str, channel: &str, summary: &str, keys: &[&str]) -> Value
 }
 
 /// The frames of `T`, an enum tagged by `type`: one schema per variant, named after its tag.
-/// `all_required`: the server writes every field of its frames (null included).
-fn frames<T: schemars::JsonSchema>(all_required: bool) -> Vec<Frame> {
-    let generator = SchemaSettings::draft07().into_generator();
-    let root = generator.into_root_schema_for::<T>();
+/// `sent_by_server`: described as serde writes them (every field that is not skipped is
+/// there, null included), else as they are read.
+fn frames<T: schemars::JsonSchema>(sent_by_server: bool) -> Vec<Frame> {
+    let settings = SchemaSettings::draft07();
+    let settings =
+        if sent_by_server { settings.for_serialize() } else { settings.for_deserialize() };
+    let root = settings.into_generator().into_root_schema_for::<T>();
     let root = any_for_true(root.to_value());
     let variants = root["oneOf"].as_array().cloned().unwrap_or_default();
     variants
         .into_iter()
         .map(|mut schema| {
             let key = schema["properties"]["type"]["const"].as_str().unwrap_or_default().to_owned();
-            if all_required {
-                let fields: Vec<Value> = schema["properties"]
-                    .as_object()
-                    .map(|properties| properties.keys().map(|k| json!(k)).collect())
-                    .unwrap_or_default();
-                schema["required"] = Value::Array(fields);
-            }
             let schema_name = capitalized(&key);
             schema["title"] = json!(schema_name);
             Frame { key, schema_name, schema }
@@ -288,7 +284,11 @@ mod tests {
             assert!(messages.contains_key(key), "{key}");
         }
         let message = &document.components["schemas"]["Message"];
-        assert_eq!(message["required"], json!(["data", "from", "topic", "type"]));
+        assert_eq!(
+            message["required"],
+            json!(["type", "topic", "from", "data"]),
+            "offset optional"
+        );
         assert_eq!(message["properties"]["topic"]["type"], json!(["string", "null"]));
         let publish = &document.components["schemas"]["Publish"];
         assert_eq!(publish["required"], json!(["type", "topic", "data"]), "ref is optional");

@@ -185,12 +185,18 @@ pub enum ServerFrame<'a> {
     /// First frame on every connection: the client's id and current subscriptions (sorted).
     Welcome { id: &'a str, topics: Vec<String> },
     /// A delivery. `topic` is null for a broadcast; `from` is null when sent with the API key.
+    /// A topic's message carries its position: `offset` (1, 2, ... per topic, no gaps) and the
+    /// topic's `epoch`, which changes when the topic's history is lost; a broadcast has neither.
     Message {
         topic: Option<&'a str>,
         from: Option<&'a str>,
         /// Any JSON, exactly as sent.
         #[serde(borrow)]
         data: &'a RawValue,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        offset: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        epoch: Option<&'a str>,
     },
     /// A client frame was applied; `ref` is the frame's (null if it had none).
     Ack {
@@ -228,6 +234,11 @@ pub enum ServerEvent {
         topic: Option<String>,
         from: Option<String>,
         data: serde_json::Value,
+        /// The message's position in its topic (none for a broadcast).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        offset: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        epoch: Option<String>,
     },
     Ack {
         #[serde(rename = "ref", default)]
@@ -296,15 +307,38 @@ mod tests {
     #[test]
     fn server_frames_decode_as_events() {
         let data = RawValue::from_string("[1,2]".into()).unwrap();
-        let text = ServerFrame::Message { topic: None, from: Some("alice"), data: &data }.to_json();
+        let broadcast = ServerFrame::Message {
+            topic: None,
+            from: Some("alice"),
+            data: &data,
+            offset: None,
+            epoch: None,
+        };
+        let text = broadcast.to_json();
         assert_eq!(text, r#"{"type":"message","topic":null,"from":"alice","data":[1,2]}"#);
         assert_eq!(
             ServerEvent::parse(&text).unwrap(),
             ServerEvent::Message {
                 topic: None,
                 from: Some("alice".into()),
-                data: serde_json::json!([1, 2])
+                data: serde_json::json!([1, 2]),
+                offset: None,
+                epoch: None,
             }
         );
+        let published = ServerFrame::Message {
+            topic: Some("t"),
+            from: None,
+            data: &data,
+            offset: Some(7),
+            epoch: Some("e1"),
+        };
+        let text = published.to_json();
+        assert_eq!(
+            text,
+            r#"{"type":"message","topic":"t","from":null,"data":[1,2],"offset":7,"epoch":"e1"}"#
+        );
+        assert!(matches!(ServerEvent::parse(&text).unwrap(),
+            ServerEvent::Message { offset: Some(7), epoch: Some(e), .. } if e == "e1"));
     }
 }

@@ -39,6 +39,16 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(64..=(64 << 20)))]
     pub max_message_bytes: u32,
 
+    /// Messages each topic keeps for clients that reconnect (and `GET /topics/{name}/history`);
+    /// 0 keeps none. `createTopic` may set its own.
+    #[arg(long, env = "SWITCHBOARD_HISTORY_SIZE", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    pub history_size: u32,
+
+    /// How long a topic keeps a message; 0 keeps none. Accepts e.g. 5m, 30s, 1h.
+    #[arg(long, env = "SWITCHBOARD_HISTORY_TTL", default_value = "5m", value_parser = parse_ttl)]
+    pub history_ttl: Duration,
+
     /// Frames that may wait for one slow connection before it is closed with 4008.
     #[arg(long, env = "SWITCHBOARD_SEND_QUEUE", default_value_t = 1024,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
@@ -96,6 +106,18 @@ pub enum LogFormat {
     Json,
 }
 
+fn parse_ttl(text: &str) -> Result<Duration, String> {
+    let ttl = if text == "0" {
+        Duration::ZERO
+    } else {
+        humantime::parse_duration(text).map_err(|e| e.to_string())?
+    };
+    if ttl > Duration::from_secs(7 * 24 * 3600) {
+        return Err("must be at most a week".into());
+    }
+    Ok(ttl)
+}
+
 fn parse_interval(text: &str) -> Result<Duration, String> {
     let duration = humantime::parse_duration(text).map_err(|err| err.to_string())?;
     if duration < Duration::from_millis(10) {
@@ -151,6 +173,7 @@ mod tests {
         assert_eq!(config.api_keys, ["a", "b"]);
         assert_eq!(config.topics, ["news"]);
         assert_eq!(config.max_message_bytes, 65536);
+        assert_eq!((config.history_size, config.history_ttl), (100, Duration::from_secs(300)));
         assert_eq!(config.ping_interval, Duration::from_millis(250));
         assert_eq!(config.log_format, LogFormat::Text);
     }

@@ -17,7 +17,10 @@ use crate::{
     hub::{ConnId, Hub, Target},
     metrics::{Metrics, State},
     relay::Relay,
-    store::{Client, ClientId, NAME_RULE, Store, StoreError, TopicInfo, valid_name},
+    store::{
+        Client, ClientId, HistoryPage, HistorySettings, NAME_RULE, Position, Store, StoreError,
+        TopicInfo, valid_name,
+    },
 };
 
 /// Store reads tried while subscription changes keep racing a connect.
@@ -38,6 +41,15 @@ pub struct NodeSettings {
     pub max_message_bytes: usize,
     /// Topics that exist from the start (`--topic`), restored whenever the store comes back.
     pub configured_topics: Vec<String>,
+    /// What a topic keeps unless it was created with its own settings.
+    pub history: HistorySettings,
+}
+
+/// What sending a message did: the clients it targets, and its position in its topic (none
+/// for a broadcast, which no history keeps).
+pub struct Sent {
+    pub recipients: u64,
+    pub position: Option<Position>,
 }
 
 /// A client's socket once connected: its id in the hub and the client's topics, sorted.
@@ -61,7 +73,7 @@ impl Node {
     /// Creates the configured topics that do not exist.
     pub async fn create_configured_topics(&self) -> Result<(), StoreError> {
         for topic in &self.settings.configured_topics {
-            match self.store.create_topic(topic).await {
+            match self.store.create_topic(topic, self.settings.history).await {
                 Ok(()) | Err(StoreError::TopicExists(_)) => {}
                 Err(err) => return Err(err),
             }
@@ -178,24 +190,30 @@ impl Node {
         from: Option<&str>,
         target: Target,
         data: &RawValue,
-    ) -> Result<u64, AppError> {
+    ) -> Result<Sent, AppError> {
         let size = data.get().len();
         let limit = self.settings.max_message_bytes;
         if size > limit {
             return Err(AppError::MessageTooLarge { size, limit });
         }
-        let (recipients, topic) = match &target {
-            Target::Broadcast => (self.store.client_count().await?, None),
+        let (recipients, topic, position) = match &target {
+            Target::Broadcast => (self.store.client_count().await?, None, None),
             Target::Topic(topic) => {
-                (self.store.subscriber_count(topic).await?, Some(topic.as_str()))
+                let published = self.store.publish(topic, from, data.get()).await?;
+                (published.subscribers, Some(topic.as_str()), Some(published.position))
             }
         };
+        let (offset, epoch) = match &position {
+            Some(position) => (Some(position.offset), Some(position.epoch.as_str())),
+            None => (None, None),
+        };
         // Encoded once; every recipient gets a clone of these bytes.
-        let frame = Frame::json(&ServerFrame::Message { topic, from, data })
+        let message = ServerFrame::Message { topic, from, data, offset, epoch };
+        let frame = Frame::json(&message)
             .map_err(|err| AppError::BadRequest(format!("cannot encode the message: {err}")))?;
         self.metrics.published(target == Target::Broadcast);
         self.emit(Event::Deliver { target, frame }).await?;
-        Ok(recipients)
+        Ok(Sent { recipients, position })
     }
 
     pub async fn subscribe(&self, id: ClientId, topics: Vec<String>) -> Result<(), AppError> {
@@ -214,9 +232,37 @@ impl Node {
         Ok(self.store.topics().await?)
     }
 
-    pub async fn create_topic(&self, name: &str) -> Result<(), AppError> {
+    /// What a topic keeps unless created with its own settings.
+    pub fn default_history(&self) -> HistorySettings {
+        self.settings.history
+    }
+
+    /// Creates a topic keeping `history`, or the configured history when `None`.
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        history: Option<HistorySettings>,
+    ) -> Result<HistorySettings, AppError> {
         check_name("topic name", name)?;
-        Ok(self.store.create_topic(name).await?)
+        let history = history.unwrap_or(self.settings.history);
+        self.store.create_topic(name, history).await?;
+        Ok(history)
+    }
+
+    /// The topic's kept messages after `since` (at most `limit`), and whether they are all
+    /// the messages after it: not when the history no longer reaches back that far, or when
+    /// `epoch` (the one the caller's offset belongs to) is not the topic's.
+    pub async fn history(
+        &self,
+        topic: &str,
+        since: u64,
+        epoch: Option<&str>,
+        limit: usize,
+    ) -> Result<(HistoryPage, bool), AppError> {
+        let page = self.store.history(topic, since, limit).await?;
+        let same_epoch = epoch.is_none_or(|epoch| epoch == page.position.epoch);
+        let reaches = since + 1 >= page.oldest || since >= page.position.offset;
+        Ok((page, same_epoch && reaches))
     }
 
     pub async fn delete_topic(&self, name: &str) -> Result<(), AppError> {

@@ -28,7 +28,7 @@ use crate::{
     node::{Node, NodeSettings},
     redis_pool::RedisPool,
     relay::Relay,
-    store::{MemoryStore, RedisStore, Store, StoreError},
+    store::{HistorySettings, MemoryStore, RedisStore, Store, StoreError},
     tls::{self, TlsError},
     ws::{self, Loops, WsSettings},
 };
@@ -89,7 +89,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     };
     let metrics = Arc::new(Metrics::new());
     let pool = RedisPool::new(url).map_err(StartError::RedisUrl)?.with_metrics(metrics.redis());
-    let store = Arc::new(RedisStore::new(pool.clone(), &config.redis_prefix));
+    let store = Arc::new(
+        RedisStore::new(pool.clone(), &config.redis_prefix)
+            .with_default_history(history_settings(&config)),
+    );
     let bus = Arc::new(RedisBus::new(pool.clone(), &config.redis_prefix));
     tracing::info!(
         server = %pool.server(),
@@ -148,6 +151,7 @@ async fn launch(
         api_keys: Keys::new(api_keys.clone()),
         max_message_bytes,
         configured_topics: config.topics.clone(),
+        history: history_settings(&config),
     };
     let node = Arc::new(Node::new(store, bus, hub, Arc::new(relay), metrics, settings));
     let shutdown = CancellationToken::new();
@@ -289,6 +293,11 @@ pub fn app(
         .around(move |next, req| limit_body(next, req, body_limit))
         .around(move |next, req| request_span(next, req, metrics.clone()))
         .catch_all_error(|err| async move { error_response(err) })
+}
+
+/// What a topic keeps unless `createTopic` says otherwise.
+fn history_settings(config: &Config) -> HistorySettings {
+    HistorySettings { size: config.history_size, ttl: config.history_ttl }
 }
 
 /// The OpenAPI service: operations, `/docs` and `/openapi.json`.

@@ -6,11 +6,13 @@
 
 mod support;
 
-use std::sync::Arc;
+use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 use support::redis_server::RedisServer;
 
-use switchboard::store::{ClientId, PeerAddr, Store, StoreError, TopicInfo};
+use switchboard::store::{
+    ClientId, HistoryEntry, HistorySettings, PeerAddr, Store, StoreError, TopicInfo,
+};
 
 type DynStore = Arc<dyn Store>;
 
@@ -62,9 +64,12 @@ pub async fn racing_registrations_of_one_name_give_exactly_one_winner(store: Dyn
 }
 
 pub async fn topics_are_created_listed_and_deleted(store: DynStore) {
-    store.create_topic("sports").await.unwrap();
-    store.create_topic("news").await.unwrap();
-    assert_eq!(store.create_topic("news").await, Err(StoreError::TopicExists("news".into())));
+    store.create_topic("sports", HistorySettings::default()).await.unwrap();
+    store.create_topic("news", HistorySettings::default()).await.unwrap();
+    assert_eq!(
+        store.create_topic("news", HistorySettings::default()).await,
+        Err(StoreError::TopicExists("news".into()))
+    );
     assert_eq!(store.topics().await.unwrap(), [info("news", 0), info("sports", 0)]);
     assert_eq!(store.topic_count().await.unwrap(), 2);
     let alice = store.register(Some("alice")).await.unwrap();
@@ -73,13 +78,13 @@ pub async fn topics_are_created_listed_and_deleted(store: DynStore) {
     assert_eq!(store.delete_topic("news").await, Err(StoreError::TopicNotFound("news".into())));
     assert_eq!(store.subscriptions(alice.id).await.unwrap(), ["sports"]);
     assert_eq!(store.topic_count().await.unwrap(), 1);
-    store.create_topic("news").await.unwrap();
+    store.create_topic("news", HistorySettings::default()).await.unwrap();
     assert_eq!(store.subscriber_count("news").await.unwrap(), 0, "a new topic starts empty");
 }
 
 pub async fn subscriptions_are_all_or_nothing(store: DynStore) {
-    store.create_topic("news").await.unwrap();
-    store.create_topic("sports").await.unwrap();
+    store.create_topic("news", HistorySettings::default()).await.unwrap();
+    store.create_topic("sports", HistorySettings::default()).await.unwrap();
     let alice = store.register(Some("alice")).await.unwrap();
     let result = store.subscribe(alice.id, &topics(&["news", "missing", "sports"])).await;
     assert_eq!(result, Err(StoreError::TopicNotFound("missing".into())));
@@ -98,7 +103,7 @@ pub async fn subscriptions_are_all_or_nothing(store: DynStore) {
 }
 
 pub async fn unknown_clients_and_topics_are_refused(store: DynStore) {
-    store.create_topic("news").await.unwrap();
+    store.create_topic("news", HistorySettings::default()).await.unwrap();
     let nobody: ClientId = uuid::Uuid::new_v4();
     assert_eq!(store.subscribe(nobody, &topics(&["news"])).await, Err(StoreError::UnknownClient));
     assert_eq!(store.unsubscribe(nobody, &topics(&["news"])).await, Err(StoreError::UnknownClient));
@@ -108,7 +113,7 @@ pub async fn unknown_clients_and_topics_are_refused(store: DynStore) {
 }
 
 pub async fn unregistering_ends_subscriptions(store: DynStore) {
-    store.create_topic("news").await.unwrap();
+    store.create_topic("news", HistorySettings::default()).await.unwrap();
     let alice = store.register(Some("alice")).await.unwrap();
     let bob = store.register(Some("bob")).await.unwrap();
     store.subscribe(alice.id, &topics(&["news"])).await.unwrap();
@@ -159,6 +164,112 @@ pub async fn relay_peers_meet_one_waiting_peer_at_a_time(store: DynStore) {
     assert_eq!((taken.len(), waited), (10, 10), "20 arrivals make 10 pairs");
 }
 
+fn kept(offset: u64, from: Option<&str>, data: &str) -> HistoryEntry {
+    HistoryEntry { offset, from: from.map(str::to_owned), data: data.to_owned() }
+}
+
+pub async fn publishes_get_offsets_without_gaps_and_the_history_keeps_the_last(store: DynStore) {
+    store
+        .create_topic("news", HistorySettings { size: 3, ttl: Duration::from_secs(60) })
+        .await
+        .unwrap();
+    let alice = store.register(Some("alice")).await.unwrap();
+    store.subscribe(alice.id, &topics(&["news"])).await.unwrap();
+    let mut epochs = BTreeSet::new();
+    for n in 1..=5u64 {
+        let from = (n % 2 == 0).then_some("alice");
+        let published = store.publish("news", from, &format!("{{\"n\":{n}}}")).await.unwrap();
+        assert_eq!((published.subscribers, published.position.offset), (1, n));
+        epochs.insert(published.position.epoch);
+    }
+    assert_eq!(epochs.len(), 1, "one epoch while the topic lives");
+    let page = store.history("news", 0, 100).await.unwrap();
+    assert_eq!(page.position.offset, 5);
+    assert_eq!(Some(&page.position.epoch), epochs.first());
+    assert_eq!(page.oldest, 3, "three kept");
+    assert_eq!(
+        page.messages,
+        [
+            kept(3, None, r#"{"n":3}"#),
+            kept(4, Some("alice"), r#"{"n":4}"#),
+            kept(5, None, r#"{"n":5}"#)
+        ]
+    );
+    assert_eq!(
+        store.history("news", 4, 100).await.unwrap().messages,
+        [kept(5, None, r#"{"n":5}"#)]
+    );
+    assert_eq!(store.history("news", 0, 1).await.unwrap().messages.len(), 1, "limit");
+    assert!(store.history("news", 5, 100).await.unwrap().messages.is_empty());
+    assert_eq!(
+        store.publish("none", None, "1").await,
+        Err(StoreError::TopicNotFound("none".into()))
+    );
+    assert_eq!(store.history("none", 0, 1).await, Err(StoreError::TopicNotFound("none".into())));
+}
+
+pub async fn the_history_forgets_by_age(store: DynStore) {
+    let history = HistorySettings { size: 10, ttl: Duration::from_millis(400) };
+    store.create_topic("news", history).await.unwrap();
+    store.publish("news", None, "1").await.unwrap();
+    store.publish("news", None, "2").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let page = store.history("news", 0, 100).await.unwrap();
+    assert!(page.messages.is_empty(), "aged out: {page:?}");
+    assert_eq!((page.position.offset, page.oldest), (2, 3));
+    store.publish("news", None, "3").await.unwrap();
+    let page = store.history("news", 0, 100).await.unwrap();
+    assert_eq!((page.oldest, page.messages), (3, vec![kept(3, None, "3")]));
+}
+
+pub async fn without_history_offsets_still_count(store: DynStore) {
+    store
+        .create_topic("news", HistorySettings { size: 0, ttl: Duration::from_secs(60) })
+        .await
+        .unwrap();
+    store.create_topic("sports", HistorySettings { size: 10, ttl: Duration::ZERO }).await.unwrap();
+    for topic in ["news", "sports"] {
+        for n in 1..=3 {
+            assert_eq!(store.publish(topic, None, "null").await.unwrap().position.offset, n);
+        }
+        let page = store.history(topic, 0, 100).await.unwrap();
+        assert!(page.messages.is_empty(), "{topic} keeps nothing");
+        assert_eq!((page.position.offset, page.oldest), (3, 4));
+    }
+}
+
+pub async fn a_topic_made_again_has_a_new_epoch_and_starts_over(store: DynStore) {
+    store.create_topic("news", HistorySettings::default()).await.unwrap();
+    store.create_topic("sports", HistorySettings::default()).await.unwrap();
+    let first = store.publish("news", None, "1").await.unwrap().position;
+    let other = store.publish("sports", None, "1").await.unwrap().position;
+    assert_ne!(first.epoch, other.epoch, "each topic has its own epoch");
+    store.delete_topic("news").await.unwrap();
+    store.create_topic("news", HistorySettings::default()).await.unwrap();
+    let page = store.history("news", 0, 100).await.unwrap();
+    assert!(page.messages.is_empty(), "the old history is gone");
+    assert_ne!(page.position.epoch, first.epoch);
+    let again = store.publish("news", None, "2").await.unwrap().position;
+    assert_eq!(again.offset, 1);
+    assert_eq!(again.epoch, page.position.epoch);
+}
+
+pub async fn racing_publishes_get_distinct_offsets(store: DynStore) {
+    store.create_topic("news", HistorySettings::default()).await.unwrap();
+    let publishes = (0..20).map(|n| {
+        let store = store.clone();
+        tokio::spawn(async move { store.publish("news", None, &n.to_string()).await })
+    });
+    let mut offsets = BTreeSet::new();
+    for publish in publishes {
+        offsets.insert(publish.await.unwrap().unwrap().position.offset);
+    }
+    assert_eq!(offsets, (1..=20).collect(), "each offset once, none skipped");
+    let kept: Vec<u64> =
+        store.history("news", 0, 100).await.unwrap().messages.iter().map(|m| m.offset).collect();
+    assert_eq!(kept, (1..=20).collect::<Vec<_>>(), "kept in offset order");
+}
+
 pub async fn is_ready(store: DynStore) {
     store.ping().await.unwrap();
 }
@@ -179,6 +290,11 @@ macro_rules! conformance_suite {
                 unregistering_ends_subscriptions,
                 unknown_clients_are_told_apart,
                 relay_peers_meet_one_waiting_peer_at_a_time,
+                publishes_get_offsets_without_gaps_and_the_history_keeps_the_last,
+                the_history_forgets_by_age,
+                without_history_offsets_still_count,
+                a_topic_made_again_has_a_new_epoch_and_starts_over,
+                racing_publishes_get_distinct_offsets,
                 is_ready,
             );
         }

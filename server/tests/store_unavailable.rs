@@ -10,7 +10,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::json;
 use support::{KEY, TestServer, close_code, try_connect};
-use switchboard::store::{Client, ClientId, PeerAddr, Store, StoreError, StoreResult, TopicInfo};
+use switchboard::store::{
+    Client, ClientId, HistoryPage, HistorySettings, PeerAddr, Published, Store, StoreError,
+    StoreResult, TopicInfo,
+};
 
 struct UnreachableStore;
 
@@ -35,7 +38,13 @@ impl Store for UnreachableStore {
     async fn unknown_clients(&self, _: &[ClientId]) -> StoreResult<Vec<ClientId>> {
         down()
     }
-    async fn create_topic(&self, _: &str) -> StoreResult<()> {
+    async fn create_topic(&self, _: &str, _: HistorySettings) -> StoreResult<()> {
+        down()
+    }
+    async fn publish(&self, _: &str, _: Option<&str>, _: &str) -> StoreResult<Published> {
+        down()
+    }
+    async fn history(&self, _: &str, _: u64, _: usize) -> StoreResult<HistoryPage> {
         down()
     }
     async fn delete_topic(&self, _: &str) -> StoreResult<Vec<ClientId>> {
@@ -90,6 +99,10 @@ async fn every_store_backed_operation_answers_503_with_the_json_error() {
         ("listTopics", server.get("/topics").await),
         ("createTopic", server.post("/topics", Some(KEY), json!({"name": "t"})).await),
         ("deleteTopic", server.delete("/topics/t", Some(KEY)).await),
+        (
+            "getTopicHistory",
+            server.call(reqwest::Method::GET, "/topics/news/history", Some(KEY), None).await,
+        ),
     ];
     for (operation, (status, body)) in answers {
         assert_eq!(

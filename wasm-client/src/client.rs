@@ -288,7 +288,7 @@ impl Inner {
                 let topics: js_sys::Array = topics.iter().map(|t| JsValue::from_str(t)).collect();
                 self.set_state(State::Connected, &topics);
             }
-            Ok(ServerEvent::Message { topic, from, data }) => {
+            Ok(ServerEvent::Message { topic, from, data, .. }) => {
                 let callback = self.on_message.borrow().clone();
                 if let Some(callback) = callback {
                     let data = http::to_js(&data).unwrap_or(JsValue::NULL);

@@ -51,7 +51,27 @@ enum Command {
     /// List topics and their subscriber counts.
     Topics,
     /// Create a topic.
-    CreateTopic { name: String },
+    CreateTopic {
+        name: String,
+        /// Messages it keeps for clients that catch up (default: the server's).
+        #[arg(long)]
+        history_size: Option<u32>,
+        /// Seconds it keeps a message (default: the server's).
+        #[arg(long)]
+        history_ttl_seconds: Option<u64>,
+    },
+    /// A topic's kept messages after an offset.
+    History {
+        topic: String,
+        /// Messages after this offset.
+        #[arg(long, default_value_t = 0)]
+        since: u64,
+        /// The epoch the offset belongs to.
+        #[arg(long)]
+        epoch: Option<String>,
+        #[arg(long)]
+        limit: Option<std::num::NonZeroU32>,
+    },
     /// Delete a topic; every subscription to it ends.
     DeleteTopic { name: String },
     /// Subscribe a client to topics.
@@ -151,10 +171,35 @@ async fn run(cli: &Cli) -> Result<ExitCode, Failure> {
                 lines.collect::<Vec<_>>().join("\n")
             });
         }
-        Command::CreateTopic { name } => {
+        Command::CreateTopic { name, history_size, history_ttl_seconds } => {
             let name = name.parse().map_err(|err| Failure::Other(format!("{err}")))?;
-            let topic = api.create_topic(&types::CreateTopicRequest { name }).await?.into_inner();
+            let body = types::CreateTopicRequest {
+                name,
+                history_size: *history_size,
+                history_ttl_seconds: *history_ttl_seconds,
+            };
+            let topic = api.create_topic(&body).await?.into_inner();
             out.print(&topic, || format!("created topic {}", topic.name));
+        }
+        Command::History { topic, since, epoch, limit } => {
+            let history = api
+                .get_topic_history(topic, epoch.as_deref(), *limit, Some(*since))
+                .await?
+                .into_inner();
+            out.print(&history, || {
+                let mut lines = vec![format!(
+                    "{}: offset {} (epoch {}){}",
+                    history.topic,
+                    history.offset,
+                    history.epoch,
+                    if history.complete { "" } else { "; incomplete: messages were missed" }
+                )];
+                for message in &history.messages {
+                    let from = message.from.as_deref().unwrap_or("(server)");
+                    lines.push(format!("{} {from}: {}", message.offset, message.data));
+                }
+                lines.join("\n")
+            });
         }
         Command::DeleteTopic { name } => {
             let topic = api.delete_topic(name).await?.into_inner();
@@ -257,8 +302,13 @@ async fn listen(
         };
         let Some(event) = event else { return Ok(ExitCode::SUCCESS) };
         match event {
-            Event::Message { topic, from, data } => {
-                let value = json!({"type": "message", "topic": topic, "from": from, "data": data});
+            Event::Message { topic, from, data, offset, epoch } => {
+                let mut value =
+                    json!({"type": "message", "topic": topic, "from": from, "data": data});
+                if let (Some(offset), Some(epoch)) = (offset, epoch) {
+                    value["offset"] = json!(offset);
+                    value["epoch"] = json!(epoch);
+                }
                 out.print(&value, || {
                     let topic = topic.as_deref().unwrap_or("(broadcast)");
                     format!("[{topic}] {}: {data}", from.as_deref().unwrap_or("(server)"))

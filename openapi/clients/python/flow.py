@@ -11,7 +11,7 @@ from switchboard_client import AuthenticatedClient
 from switchboard_client.api.clients import register, unregister
 from switchboard_client.api.messages import broadcast, publish
 from switchboard_client.api.operations import stats
-from switchboard_client.api.topics import create_topic, list_topics, subscribe
+from switchboard_client.api.topics import create_topic, get_topic_history, list_topics, subscribe
 from switchboard_client.models import (
     CreateTopicRequest,
     ErrorBody,
@@ -22,6 +22,7 @@ from switchboard_client.models import (
     Stats,
     SubscriptionRequest,
     Topic,
+    TopicHistory,
     Unregistered,
 )
 
@@ -57,7 +58,10 @@ def main(base_url: str, key: str) -> None:
 
     sent = expect(publish.sync_detailed("py-topic", client=api, body=SendRequest(message={"n": 1}, id=alice.id)),
                   HTTPStatus.OK, Recipients)
-    assert sent.recipients == 1, sent
+    assert (sent.recipients, sent.offset) == (1, 1), sent
+    kept = expect(get_topic_history.sync_detailed("py-topic", client=api, since=0, epoch=sent.epoch),
+                  HTTPStatus.OK, TopicHistory)
+    assert kept.complete and [m.offset for m in kept.messages] == [1], kept
     missing = expect(publish.sync_detailed("nope", client=api, body=SendRequest(message=1)),
                      HTTPStatus.NOT_FOUND, ErrorBody)
     assert missing.error == "topic_not_found", missing
@@ -75,7 +79,7 @@ def main(base_url: str, key: str) -> None:
     assert (gone.id, gone.closed_connections) == (alice.id, 0), gone
     again = expect(unregister.sync_detailed(alice.id, client=api), HTTPStatus.CONFLICT, ErrorBody)
     assert again.error == "unknown_client", again
-    print("python client: register, 409, 403, create topic, subscribe, publish, 404, broadcast, "
+    print("python client: register, 409, 403, create topic, subscribe, publish, history, 404, broadcast, "
           "list topics, stats, unregister: all as expected")
 
 

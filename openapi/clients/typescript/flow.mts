@@ -42,7 +42,11 @@ const published = await api.POST("/topics/{name}/publish", {
   params: { path: { name: "ts-topic" } },
   body: { id: alice.id, message: { n: 1 } },
 });
-check(published.data?.recipients === 1, "publish", published.data);
+check(published.data?.recipients === 1 && published.data.offset === 1, "publish", published.data);
+const kept = await api.GET("/topics/{name}/history", {
+  params: { path: { name: "ts-topic" }, query: { since: 0, epoch: published.data?.epoch } },
+});
+check(kept.data?.complete === true && kept.data.messages.length === 1, "history", kept.data);
 const missing = await api.POST("/topics/{name}/publish", {
   params: { path: { name: "nope" } },
   body: { message: 1 },
@@ -61,4 +65,4 @@ const gone = await api.DELETE("/register/{id}", { params: { path: { id: alice.id
 check(gone.data?.id === alice.id && gone.data.closed_connections === 0, "unregister", gone.data);
 const again = await api.DELETE("/register/{id}", { params: { path: { id: alice.id } } });
 expectError(again.error, again.response.status, 409, "unknown_client");
-console.log("typescript client: register, 409, 403, create topic, subscribe, publish, 404, broadcast, list topics, stats, unregister: all as expected");
+console.log("typescript client: register, 409, 403, create topic, subscribe, publish, history, 404, broadcast, list topics, stats, unregister: all as expected");

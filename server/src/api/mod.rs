@@ -4,12 +4,15 @@
 mod key;
 mod models;
 
-use std::sync::{Arc, atomic::Ordering};
+use std::{
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
 
 use poem::Request;
 use poem_openapi::{
     ApiResponse, OpenApi, Tags,
-    param::Path,
+    param::{Path, Query},
     payload::{Html, Json, PlainText},
 };
 use serde_json::value::{RawValue, to_raw_value};
@@ -22,7 +25,12 @@ use crate::{
     error::{ApiError, AppError, error_statuses},
     hub::Target,
     node::Node,
+    store::HistorySettings,
 };
+
+fn default_history_limit() -> u32 {
+    100
+}
 
 #[derive(Tags)]
 enum Tag {
@@ -56,6 +64,9 @@ error_statuses!(ListErrors: 503 "Store unavailable");
 error_statuses!(CreateTopicErrors:
     400 "Bad body or topic name", 403 "Missing or wrong API key", 409 "Topic exists",
     415 "Body is not application/json", 503 "Store unavailable");
+error_statuses!(HistoryErrors:
+    400 "Bad query", 403 "Missing or wrong API key", 404 "Topic does not exist",
+    503 "Store unavailable");
 error_statuses!(DeleteTopicErrors:
     403 "Missing or wrong API key", 404 "Topic does not exist", 503 "Store unavailable");
 error_statuses!(StatsErrors: 403 "Missing or wrong API key");
@@ -253,9 +264,68 @@ impl Api {
         body: Json<CreateTopicRequest>,
     ) -> ApiResult<TopicCreated, CreateTopicErrors> {
         self.node.require_key(api_key.as_deref())?;
-        let Name(name) = body.0.name;
-        self.node.create_topic(&name).await?;
+        let CreateTopicRequest { name: Name(name), history_size, history_ttl_seconds } = body.0;
+        let history = match (history_size, history_ttl_seconds) {
+            (None, None) => None,
+            (size, ttl) => {
+                let default = self.node.default_history();
+                Some(HistorySettings {
+                    size: size.unwrap_or(default.size),
+                    ttl: ttl.map_or(default.ttl, Duration::from_secs),
+                })
+            }
+        };
+        self.node.create_topic(&name, history).await?;
         Ok(TopicCreated::Created(Json(Topic { name, subscribers: 0 })))
+    }
+
+    /// Read a topic's history
+    ///
+    /// The messages the topic kept after offset `since`, oldest first, and whether they are
+    /// all of them. A client that was away passes the offset and epoch of the last message it
+    /// got; `complete: false` tells it that it missed messages it can no longer get.
+    #[oai(
+        path = "/topics/:name/history",
+        method = "get",
+        operation_id = "getTopicHistory",
+        tag = "Tag::Topics"
+    )]
+    async fn history(
+        &self,
+        /// The topic's name.
+        name: Path<String>,
+        /// Messages after this offset (0: from the oldest kept).
+        #[oai(default)]
+        since: Query<u64>,
+        /// The epoch `since` belongs to; a different one makes the answer incomplete.
+        epoch: Query<Option<String>>,
+        /// At most this many messages.
+        #[oai(
+            default = "default_history_limit",
+            validator(minimum(value = "1"), maximum(value = "1000"))
+        )]
+        limit: Query<u32>,
+        api_key: ApiKey,
+    ) -> ApiResult<Json<TopicHistory>, HistoryErrors> {
+        self.node.require_key(api_key.as_deref())?;
+        let (page, complete) =
+            self.node.history(&name.0, since.0, epoch.0.as_deref(), limit.0 as usize).await?;
+        let messages = page
+            .messages
+            .into_iter()
+            .map(|kept| {
+                // Kept as it was published, which was JSON.
+                let data = serde_json::from_str(&kept.data).unwrap_or(serde_json::Value::Null);
+                HistoryMessage { offset: kept.offset, from: kept.from, data: Message(data) }
+            })
+            .collect();
+        Ok(Json(TopicHistory {
+            topic: name.0,
+            offset: page.position.offset,
+            epoch: page.position.epoch,
+            complete,
+            messages,
+        }))
     }
 
     /// Delete a topic
@@ -338,8 +408,12 @@ impl Api {
         let sender = self.node.sender(api_key, body.id).await?;
         let data = message_json(&body.message)?;
         let from = sender.as_ref().map(|client| client.name.as_str());
-        let recipients = self.node.publish(from, target, &data).await?;
-        Ok(Json(Recipients { recipients }))
+        let sent = self.node.publish(from, target, &data).await?;
+        let (offset, epoch) = match sent.position {
+            Some(position) => (Some(position.offset), Some(position.epoch)),
+            None => (None, None),
+        };
+        Ok(Json(Recipients { recipients: sent.recipients, offset, epoch }))
     }
 }
 

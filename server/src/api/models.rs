@@ -142,6 +142,13 @@ pub struct Recipients {
     /// Clients targeted at publish time: registered clients for a broadcast, subscribers for a
     /// topic. Counted when the message is sent, not acknowledged deliveries.
     pub recipients: u64,
+    /// The message's offset in its topic: 1, 2, ... with no gap (absent for a broadcast).
+    #[oai(skip_serializing_if_is_none)]
+    pub offset: Option<u64>,
+    /// The topic's epoch, which changes whenever the topic's history is lost (absent for a
+    /// broadcast).
+    #[oai(skip_serializing_if_is_none)]
+    pub epoch: Option<String>,
 }
 
 /// The body of `subscribe` and `unsubscribe`.
@@ -167,6 +174,41 @@ pub struct Topic {
 pub struct CreateTopicRequest {
     /// 1-64 of `A-Za-z0-9_.-`.
     pub name: Name,
+    /// Messages the topic keeps for clients that catch up (0: none). Absent: the server's
+    /// `--history-size`.
+    #[oai(validator(maximum(value = "100000")))]
+    pub history_size: Option<u32>,
+    /// Seconds the topic keeps a message (0: none). Absent: the server's `--history-ttl`.
+    #[oai(validator(maximum(value = "604800")))]
+    pub history_ttl_seconds: Option<u64>,
+}
+
+/// A topic's kept messages after an offset (`getTopicHistory`).
+#[derive(Debug, Object)]
+pub struct TopicHistory {
+    /// The topic's name.
+    pub topic: String,
+    /// The offset of the topic's last message (0 before the first).
+    pub offset: u64,
+    /// The topic's epoch; offsets of another epoch belong to a history that is gone.
+    pub epoch: String,
+    /// Whether `messages` are every message after `since` (up to `limit`): false when the
+    /// history no longer reaches back that far or `epoch` was not the topic's.
+    pub complete: bool,
+    /// Oldest first.
+    pub messages: Vec<HistoryMessage>,
+}
+
+/// A message a topic kept.
+#[derive(Debug, Object)]
+pub struct HistoryMessage {
+    /// Its offset in the topic.
+    pub offset: u64,
+    /// The sender's name; absent when it was sent with the API key.
+    #[oai(skip_serializing_if_is_none)]
+    pub from: Option<String>,
+    /// The message, exactly as published.
+    pub data: Message,
 }
 
 /// The topic an operation acted on.

@@ -1,23 +1,100 @@
 //! The embedded in-memory store: one node, no other service, state lost at exit.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
+    time::Instant,
+};
 
 use async_trait::async_trait;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use uuid::Uuid;
 
 use dashmap::{DashMap, Entry};
 
 use super::{
-    Client, ClientId, PeerAddr, Store, StoreError, StoreResult, TopicInfo, TopicSet, generated_name,
+    Client, ClientId, HistoryEntry, HistoryPage, HistorySettings, PeerAddr, Position, Published,
+    Store, StoreError, StoreResult, TopicInfo, TopicSet, generated_name, new_epoch,
 };
 
 #[derive(Default)]
 struct State {
     clients: HashMap<ClientId, ClientRecord>,
     names: HashMap<String, ClientId>,
-    /// Topic name to its subscribers.
-    topics: BTreeMap<String, BTreeSet<ClientId>>,
+    topics: BTreeMap<String, TopicRecord>,
+}
+
+struct TopicRecord {
+    subscribers: BTreeSet<ClientId>,
+    /// Its own lock: publishing holds the state's lock shared and this one, so publishers to
+    /// different topics never wait on each other.
+    history: Mutex<TopicHistory>,
+}
+
+impl TopicRecord {
+    fn new(settings: HistorySettings) -> Self {
+        let history = TopicHistory { epoch: new_epoch(), settings, last: 0, kept: VecDeque::new() };
+        TopicRecord { subscribers: BTreeSet::new(), history: Mutex::new(history) }
+    }
+}
+
+/// A topic's offsets and the messages it keeps, oldest first.
+struct TopicHistory {
+    epoch: String,
+    settings: HistorySettings,
+    /// The last offset given (0 before the first message).
+    last: u64,
+    kept: VecDeque<KeptMessage>,
+}
+
+struct KeptMessage {
+    offset: u64,
+    at: Instant,
+    from: Option<Box<str>>,
+    data: Box<str>,
+}
+
+impl TopicHistory {
+    fn append(&mut self, from: Option<&str>, data: &str, now: Instant) -> Position {
+        self.last += 1;
+        if self.settings.keeps() {
+            let (from, data) = (from.map(Box::from), Box::from(data));
+            self.kept.push_back(KeptMessage { offset: self.last, at: now, from, data });
+            while self.kept.len() > self.settings.size as usize {
+                self.kept.pop_front();
+            }
+        }
+        self.expire(now);
+        self.position()
+    }
+
+    /// Drops what is older than the settings' time to live.
+    fn expire(&mut self, now: Instant) {
+        let ttl = self.settings.ttl;
+        while self.kept.front().is_some_and(|kept| now.duration_since(kept.at) > ttl) {
+            self.kept.pop_front();
+        }
+    }
+
+    fn position(&self) -> Position {
+        Position { offset: self.last, epoch: self.epoch.clone() }
+    }
+
+    fn page(&mut self, since: u64, limit: usize, now: Instant) -> HistoryPage {
+        self.expire(now);
+        let oldest = self.kept.front().map_or(self.last + 1, |kept| kept.offset);
+        let messages = self
+            .kept
+            .iter()
+            .filter(|kept| kept.offset > since)
+            .take(limit)
+            .map(|kept| HistoryEntry {
+                offset: kept.offset,
+                from: kept.from.as_deref().map(str::to_owned),
+                data: kept.data.to_string(),
+            })
+            .collect();
+        HistoryPage { position: self.position(), oldest, messages }
+    }
 }
 
 struct ClientRecord {
@@ -46,6 +123,10 @@ impl State {
         self.clients.get(&id).ok_or(StoreError::UnknownClient)
     }
 
+    fn topic(&self, name: &str) -> StoreResult<&TopicRecord> {
+        self.topics.get(name).ok_or_else(|| StoreError::TopicNotFound(name.to_owned()))
+    }
+
     /// Applies the change to every topic, or (unknown client, missing topic) to none.
     fn change_subscriptions(
         &mut self,
@@ -58,7 +139,7 @@ impl State {
             return Err(StoreError::TopicNotFound(missing.clone()));
         }
         for topic in topics {
-            let subscribers = self.topics.get_mut(topic);
+            let subscribers = self.topics.get_mut(topic).map(|record| &mut record.subscribers);
             match change {
                 Change::Subscribe => {
                     if let Some(subscribers) = subscribers {
@@ -117,8 +198,8 @@ impl Store for MemoryStore {
         let record = state.clients.remove(&id).ok_or(StoreError::UnknownClient)?;
         state.names.remove(&record.name);
         for topic in &record.topics {
-            if let Some(subscribers) = state.topics.get_mut(topic) {
-                subscribers.remove(&id);
+            if let Some(topic) = state.topics.get_mut(topic) {
+                topic.subscribers.remove(&id);
             }
         }
         Ok(Client { id, name: record.name })
@@ -137,19 +218,20 @@ impl Store for MemoryStore {
         Ok(ids.iter().filter(|id| !state.clients.contains_key(id)).copied().collect())
     }
 
-    async fn create_topic(&self, name: &str) -> StoreResult<()> {
+    async fn create_topic(&self, name: &str, history: HistorySettings) -> StoreResult<()> {
         let mut state = self.state.write();
         if state.topics.contains_key(name) {
             return Err(StoreError::TopicExists(name.to_owned()));
         }
-        state.topics.insert(name.to_owned(), BTreeSet::new());
+        state.topics.insert(name.to_owned(), TopicRecord::new(history));
         Ok(())
     }
 
     async fn delete_topic(&self, name: &str) -> StoreResult<Vec<ClientId>> {
         let mut state = self.state.write();
-        let subscribers =
+        let record =
             state.topics.remove(name).ok_or_else(|| StoreError::TopicNotFound(name.to_owned()))?;
+        let subscribers = record.subscribers;
         for id in &subscribers {
             if let Some(record) = state.clients.get_mut(id) {
                 record.topics.remove(name);
@@ -163,18 +245,29 @@ impl Store for MemoryStore {
         Ok(state
             .topics
             .iter()
-            .map(|(name, subscribers)| TopicInfo {
+            .map(|(name, record)| TopicInfo {
                 name: name.clone(),
-                subscribers: subscribers.len() as u64,
+                subscribers: record.subscribers.len() as u64,
             })
             .collect())
     }
 
     async fn subscriber_count(&self, topic: &str) -> StoreResult<u64> {
         let state = self.state.read();
-        let subscribers =
-            state.topics.get(topic).ok_or_else(|| StoreError::TopicNotFound(topic.to_owned()))?;
-        Ok(subscribers.len() as u64)
+        Ok(state.topic(topic)?.subscribers.len() as u64)
+    }
+
+    async fn publish(&self, topic: &str, from: Option<&str>, data: &str) -> StoreResult<Published> {
+        let state = self.state.read();
+        let record = state.topic(topic)?;
+        let position = record.history.lock().append(from, data, Instant::now());
+        Ok(Published { subscribers: record.subscribers.len() as u64, position })
+    }
+
+    async fn history(&self, topic: &str, since: u64, limit: usize) -> StoreResult<HistoryPage> {
+        let state = self.state.read();
+        let page = state.topic(topic)?.history.lock().page(since, limit, Instant::now());
+        Ok(page)
     }
 
     async fn subscribe(&self, id: ClientId, topics: &[String]) -> StoreResult<()> {

@@ -7,6 +7,8 @@
 mod memory;
 mod redis;
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use uuid::Uuid;
 
@@ -91,6 +93,69 @@ pub struct TopicInfo {
     pub subscribers: u64,
 }
 
+/// How much of a topic's past the store keeps: at most `size` messages, none older than `ttl`.
+/// Either being zero keeps none (positions are still assigned).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistorySettings {
+    pub size: u32,
+    pub ttl: Duration,
+}
+
+impl HistorySettings {
+    /// Whether any message is kept.
+    pub fn keeps(&self) -> bool {
+        self.size > 0 && !self.ttl.is_zero()
+    }
+}
+
+impl Default for HistorySettings {
+    /// The defaults of `--history-size` and `--history-ttl`.
+    fn default() -> Self {
+        HistorySettings { size: 100, ttl: Duration::from_secs(300) }
+    }
+}
+
+/// Where a topic's stream stands: the offset of its last message (0 before the first) and its
+/// epoch, which changes whenever the topic's past is lost (the topic deleted and made again,
+/// the store's data gone), so a client can tell an offset of another life of the topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    pub offset: u64,
+    pub epoch: String,
+}
+
+/// What publishing to a topic did: how many clients it targets, and the message's position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    pub subscribers: u64,
+    pub position: Position,
+}
+
+/// A message the store kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryEntry {
+    pub offset: u64,
+    /// The sender's name; `None` when sent with the API key.
+    pub from: Option<String>,
+    /// The message as JSON text, exactly as published.
+    pub data: String,
+}
+
+/// The kept messages after some offset, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryPage {
+    /// The topic's position now.
+    pub position: Position,
+    /// The offset of the oldest message kept (the next offset when none is).
+    pub oldest: u64,
+    pub messages: Vec<HistoryEntry>,
+}
+
+/// A new epoch: unique with overwhelming probability.
+pub(crate) fn new_epoch() -> String {
+    Uuid::new_v4().simple().to_string()[..16].to_owned()
+}
+
 /// Where one relay peer is: its node, and its number on that node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PeerAddr {
@@ -147,8 +212,8 @@ pub trait Store: Send + Sync + 'static {
     async fn client_count(&self) -> StoreResult<u64>;
     /// The ids among `ids` that are not registered.
     async fn unknown_clients(&self, ids: &[ClientId]) -> StoreResult<Vec<ClientId>>;
-    /// Creates a topic; `TopicExists` if it does.
-    async fn create_topic(&self, name: &str) -> StoreResult<()>;
+    /// Creates a topic that keeps `history`, with a new epoch; `TopicExists` if it exists.
+    async fn create_topic(&self, name: &str, history: HistorySettings) -> StoreResult<()>;
     /// Deletes a topic and every subscription to it; returns the clients that were subscribed.
     async fn delete_topic(&self, name: &str) -> StoreResult<Vec<ClientId>>;
     /// Every topic with its subscriber count, sorted by name.
@@ -157,6 +222,11 @@ pub trait Store: Send + Sync + 'static {
     async fn topic_count(&self) -> StoreResult<u64>;
     /// How many clients are subscribed to an existing topic.
     async fn subscriber_count(&self, topic: &str) -> StoreResult<u64>;
+    /// Gives a message to an existing topic: the next offset (no gaps), kept in its history as
+    /// its settings say, in one atomic step; counts the subscribers with it.
+    async fn publish(&self, topic: &str, from: Option<&str>, data: &str) -> StoreResult<Published>;
+    /// The topic's kept messages with offsets above `since`, oldest first, at most `limit`.
+    async fn history(&self, topic: &str, since: u64, limit: usize) -> StoreResult<HistoryPage>;
     /// Subscribes the client to every topic, or (unknown client, missing topic) to none.
     async fn subscribe(&self, id: ClientId, topics: &[String]) -> StoreResult<()>;
     /// Unsubscribes the client from every topic, or (unknown client, missing topic) from none.

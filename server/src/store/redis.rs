@@ -1,7 +1,9 @@
 //! The Redis store: the records every node of a cluster shares, under one key prefix.
 //!
 //! Keys (`P` is the prefix): `P clients` hash id -> name; `P names` hash name -> id;
-//! `P topics` set of topic names; `P topic:<name>` set of subscriber ids; `P subs:<id>` set of
+//! `P topics` set of topic names; `P topic:<name>` set of subscriber ids; `P meta:<name>` hash of
+//! the topic's epoch, last offset and history settings; `P history:<name>` stream of its kept
+//! messages, each with the id `<ms>-<offset>`; `P subs:<id>` set of
 //! the client's topics; `P relay:<id>` the relay peer waiting with that id. Each change that touches several keys is one Lua script, so it is
 //! atomic: two nodes racing for one name both run `HSETNX`, and exactly one wins. The scripts
 //! derive some keys from the prefix, so they need a single Redis server, not Redis Cluster.
@@ -11,7 +13,8 @@ use redis::{Script, cmd};
 use uuid::Uuid;
 
 use super::{
-    Client, ClientId, PeerAddr, Store, StoreError, StoreResult, TopicInfo, generated_name,
+    Client, ClientId, HistoryEntry, HistoryPage, HistorySettings, PeerAddr, Position, Published,
+    Store, StoreError, StoreResult, TopicInfo, generated_name, new_epoch,
 };
 use crate::redis_pool::{RedisPool, RedisUnavailable};
 
@@ -37,10 +40,80 @@ redis.call('DEL', subs)
 return name
 ";
 
-/// Deletes a topic and every subscription to it (KEYS: topics; ARGV: prefix, topic). Returns
-/// the subscribers, or nil when the topic does not exist.
+/// Creates a topic with a new epoch (KEYS: topics, meta, history; ARGV: topic, epoch, size,
+/// ttl ms). 1: created, 0: it exists.
+const CREATE_TOPIC: &str = r"
+if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('DEL', KEYS[2], KEYS[3])
+redis.call('HSET', KEYS[2], 'epoch', ARGV[2], 'size', ARGV[3], 'ttl', ARGV[4], 'last', 0, 'ms', 0)
+return 1
+";
+
+/// Gives a message to a topic (KEYS: topics, subscribers, meta, history; ARGV: topic, has
+/// sender (0/1), sender, data, then epoch, size and ttl ms for a topic made before histories):
+/// the next offset, appended to the history with the trims by size and age, and the
+/// subscriber count, atomically. Returns {subscribers, offset, epoch}, or nil without the topic.
+const PUBLISH: &str = r"
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then return false end
+if redis.call('HSETNX', KEYS[3], 'epoch', ARGV[5]) == 1 then
+  redis.call('HSET', KEYS[3], 'size', ARGV[6], 'ttl', ARGV[7])
+end
+local meta = redis.call('HMGET', KEYS[3], 'epoch', 'size', 'ttl', 'ms')
+local size, ttl, last_ms = tonumber(meta[2]) or 0, tonumber(meta[3]) or 0, tonumber(meta[4]) or 0
+local offset = redis.call('HINCRBY', KEYS[3], 'last', 1)
+if size > 0 and ttl > 0 then
+  local time = redis.call('TIME')
+  -- Ids must grow: a clock that stepped back reuses the last millisecond.
+  local ms = math.max(tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000), last_ms)
+  redis.call('HSET', KEYS[3], 'ms', ms)
+  local id = string.format('%d-%d', ms, offset)
+  if ARGV[2] == '1' then
+    redis.call('XADD', KEYS[4], 'MAXLEN', size, id, 'from', ARGV[3], 'data', ARGV[4])
+  else
+    redis.call('XADD', KEYS[4], 'MAXLEN', size, id, 'data', ARGV[4])
+  end
+  redis.call('XTRIM', KEYS[4], 'MINID', string.format('%d-0', ms - ttl))
+end
+return {redis.call('SCARD', KEYS[2]), offset, meta[1]}
+";
+
+/// A topic's kept messages after an offset (KEYS: topics, meta, history; ARGV: topic, since,
+/// limit, then epoch, size and ttl ms for a topic made before histories). Returns {last offset,
+/// epoch, oldest kept offset, {offset, has sender, sender, data}...}, or nil without the topic.
+const HISTORY: &str = r"
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then return false end
+if redis.call('HSETNX', KEYS[2], 'epoch', ARGV[4]) == 1 then
+  redis.call('HSET', KEYS[2], 'size', ARGV[5], 'ttl', ARGV[6])
+end
+local meta = redis.call('HMGET', KEYS[2], 'epoch', 'last', 'ttl')
+local last, ttl = tonumber(meta[2]) or 0, tonumber(meta[3]) or 0
+local since, limit = tonumber(ARGV[2]), tonumber(ARGV[3])
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local oldest = last + 1
+local messages = {}
+for _, entry in ipairs(redis.call('XRANGE', KEYS[3], '-', '+')) do
+  local ms, offset = string.match(entry[1], '(%d+)-(%d+)')
+  ms, offset = tonumber(ms), tonumber(offset)
+  -- Trimmed by age at each publish; what aged since is left out here.
+  if now - ms <= ttl then
+    if offset < oldest then oldest = offset end
+    if offset > since and #messages < limit then
+      local fields = {}
+      for i = 1, #entry[2], 2 do fields[entry[2][i]] = entry[2][i + 1] end
+      local has_from = fields['from'] and '1' or '0'
+      table.insert(messages, {offset, has_from, fields['from'] or '', fields['data'] or 'null'})
+    end
+  end
+end
+return {last, meta[1], oldest, messages}
+";
+
+/// Deletes a topic and every subscription to it (KEYS: topics, meta, history; ARGV: prefix,
+/// topic). Returns the subscribers, or nil when the topic does not exist.
 const DELETE_TOPIC: &str = r"
 if redis.call('SREM', KEYS[1], ARGV[2]) == 0 then return false end
+redis.call('DEL', KEYS[2], KEYS[3])
 local key = ARGV[1] .. 'topic:' .. ARGV[2]
 local subscribers = redis.call('SMEMBERS', key)
 for _, id in ipairs(subscribers) do
@@ -108,6 +181,9 @@ return 1
 struct Scripts {
     register: Script,
     unregister: Script,
+    create_topic: Script,
+    publish: Script,
+    history: Script,
     delete_topic: Script,
     change_subscriptions: Script,
     subscriptions: Script,
@@ -125,6 +201,8 @@ pub struct RedisStore {
     names: String,
     topics: String,
     scripts: Scripts,
+    /// The history of a topic made before topics had one (by an older node).
+    default_history: HistorySettings,
 }
 
 impl From<RedisUnavailable> for StoreError {
@@ -145,6 +223,9 @@ impl RedisStore {
             scripts: Scripts {
                 register: Script::new(REGISTER),
                 unregister: Script::new(UNREGISTER),
+                create_topic: Script::new(CREATE_TOPIC),
+                publish: Script::new(PUBLISH),
+                history: Script::new(HISTORY),
                 delete_topic: Script::new(DELETE_TOPIC),
                 change_subscriptions: Script::new(CHANGE_SUBSCRIPTIONS),
                 subscriptions: Script::new(SUBSCRIPTIONS),
@@ -153,7 +234,24 @@ impl RedisStore {
                 relay_meet: Script::new(RELAY_MEET),
                 relay_leave: Script::new(RELAY_LEAVE),
             },
+            default_history: HistorySettings::default(),
         }
+    }
+
+    /// The history a topic made before topics had one gets when first used.
+    pub fn with_default_history(mut self, history: HistorySettings) -> Self {
+        self.default_history = history;
+        self
+    }
+
+    fn topic_key(&self, kind: &str, topic: &str) -> String {
+        format!("{}{kind}:{topic}", self.prefix)
+    }
+
+    /// The ARGV tail of the scripts that give an older topic its history: epoch, size, ttl ms.
+    fn default_history_args(&self, invocation: &mut redis::ScriptInvocation<'_>) {
+        let history = self.default_history;
+        invocation.arg(new_epoch()).arg(history.size).arg(history.ttl.as_millis() as u64);
     }
 
     /// The key naming the peer that waits with relay `id`.
@@ -237,9 +335,13 @@ impl Store for RedisStore {
         Ok(unknown)
     }
 
-    async fn create_topic(&self, name: &str) -> StoreResult<()> {
-        let added: u64 = self.pool.query(cmd("SADD").arg(&self.topics).arg(name)).await?;
-        if added == 0 {
+    async fn create_topic(&self, name: &str, history: HistorySettings) -> StoreResult<()> {
+        let mut invocation = self.scripts.create_topic.key(&self.topics);
+        invocation.key(self.topic_key("meta", name)).key(self.topic_key("history", name));
+        invocation.arg(name).arg(new_epoch()).arg(history.size);
+        invocation.arg(history.ttl.as_millis() as u64);
+        let created: bool = self.pool.invoke(&invocation).await?;
+        if !created {
             return Err(StoreError::TopicExists(name.to_owned()));
         }
         Ok(())
@@ -247,6 +349,7 @@ impl Store for RedisStore {
 
     async fn delete_topic(&self, name: &str) -> StoreResult<Vec<ClientId>> {
         let mut invocation = self.scripts.delete_topic.key(&self.topics);
+        invocation.key(self.topic_key("meta", name)).key(self.topic_key("history", name));
         invocation.arg(&self.prefix).arg(name);
         let subscribers: Option<Vec<String>> = self.pool.invoke(&invocation).await?;
         let subscribers = subscribers.ok_or_else(|| StoreError::TopicNotFound(name.to_owned()))?;
@@ -272,6 +375,39 @@ impl Store for RedisStore {
         invocation.arg(&self.prefix).arg(topic);
         let count: Option<u64> = self.pool.invoke(&invocation).await?;
         count.ok_or_else(|| StoreError::TopicNotFound(topic.to_owned()))
+    }
+
+    async fn publish(&self, topic: &str, from: Option<&str>, data: &str) -> StoreResult<Published> {
+        let mut invocation = self.scripts.publish.key(&self.topics);
+        invocation.key(self.topic_key("topic", topic));
+        invocation.key(self.topic_key("meta", topic)).key(self.topic_key("history", topic));
+        invocation.arg(topic).arg(if from.is_some() { "1" } else { "0" });
+        invocation.arg(from.unwrap_or_default()).arg(data);
+        self.default_history_args(&mut invocation);
+        let answer: Option<(u64, u64, String)> = self.pool.invoke(&invocation).await?;
+        let (subscribers, offset, epoch) =
+            answer.ok_or_else(|| StoreError::TopicNotFound(topic.to_owned()))?;
+        Ok(Published { subscribers, position: Position { offset, epoch } })
+    }
+
+    async fn history(&self, topic: &str, since: u64, limit: usize) -> StoreResult<HistoryPage> {
+        let mut invocation = self.scripts.history.key(&self.topics);
+        invocation.key(self.topic_key("meta", topic)).key(self.topic_key("history", topic));
+        invocation.arg(topic).arg(since).arg(limit);
+        self.default_history_args(&mut invocation);
+        type Entry = (u64, String, String, String);
+        let answer: Option<(u64, String, u64, Vec<Entry>)> = self.pool.invoke(&invocation).await?;
+        let (last, epoch, oldest, entries) =
+            answer.ok_or_else(|| StoreError::TopicNotFound(topic.to_owned()))?;
+        let messages = entries
+            .into_iter()
+            .map(|(offset, has_from, from, data)| HistoryEntry {
+                offset,
+                from: (has_from == "1").then_some(from),
+                data,
+            })
+            .collect();
+        Ok(HistoryPage { position: Position { offset: last, epoch }, oldest, messages })
     }
 
     async fn subscribe(&self, id: ClientId, topics: &[String]) -> StoreResult<()> {

@@ -238,7 +238,17 @@ pub async fn try_connect(url: &str, headers: &[(&'static str, &str)]) -> Result<
 }
 
 /// The next server event, skipping control frames; fails after [`WAIT`].
+/// The next server frame, a message without its position (offset and epoch), so it compares
+/// equal to [`message`]; tests of positions read them with [`next_positioned_event`].
 pub async fn next_event(ws: &mut Ws) -> ServerEvent {
+    match next_positioned_event(ws).await {
+        ServerEvent::Message { topic, from, data, .. } => message_of(topic, from, data),
+        other => other,
+    }
+}
+
+/// The next server frame as it came.
+pub async fn next_positioned_event(ws: &mut Ws) -> ServerEvent {
     let text = next_text(ws).await;
     ServerEvent::parse(&text).unwrap_or_else(|err| panic!("bad server frame {text}: {err}"))
 }
@@ -296,8 +306,13 @@ pub async fn send_json(ws: &mut Ws, value: Value) {
     ws.send(Message::text(value.to_string())).await.expect("send");
 }
 
+/// A message frame without a position (see [`next_event`]).
 pub fn message(topic: Option<&str>, from: Option<&str>, data: Value) -> ServerEvent {
-    ServerEvent::Message { topic: topic.map(str::to_owned), from: from.map(str::to_owned), data }
+    message_of(topic.map(str::to_owned), from.map(str::to_owned), data)
+}
+
+fn message_of(topic: Option<String>, from: Option<String>, data: Value) -> ServerEvent {
+    ServerEvent::Message { topic, from, data, offset: None, epoch: None }
 }
 
 /// The value of metric `name` with these labels among `samples` (a histogram: its count);
