@@ -44,16 +44,22 @@ async fn the_generated_client_drives_every_operation() {
     let subscription = types::SubscriptionRequest { id: alice.id, topics: vec!["sports".into()] };
     api.subscribe(&subscription).await.expect("subscribes");
 
-    let message = types::SendRequest { id: Some(alice.id), message: json!({"goal": 1}) };
+    let message = types::SendRequest {
+        id: Some(alice.id),
+        message: json!({"goal": 1}),
+        idempotency_key: Some("goal-1".into()),
+    };
     let sent = api.publish("sports", &message).await.unwrap().into_inner();
     assert_eq!((sent.recipients, sent.offset), (1, Some(1)));
+    let again = api.publish("sports", &message).await.unwrap().into_inner();
+    assert_eq!(again.offset, Some(1), "the same idempotency key publishes once");
     let history = api.get_topic_history("sports", None, None, None).await.unwrap().into_inner();
     assert!(history.complete && history.epoch == sent.epoch.unwrap_or_default());
     assert_eq!(history.messages.len(), 1);
     assert_eq!(history.messages[0].data, json!({"goal": 1}));
     let missing_topic = ClientError::from(api.publish("nope", &message).await.unwrap_err());
     assert!(matches!(&missing_topic, ClientError::Server(e) if e.error == "topic_not_found"));
-    let anonymous = types::SendRequest { id: None, message: json!(null) };
+    let anonymous = types::SendRequest { id: None, message: json!(null), idempotency_key: None };
     assert_eq!(api.broadcast(&anonymous).await.unwrap().into_inner().recipients, 1);
 
     let topics = api.list_topics().await.expect("lists").into_inner();

@@ -87,7 +87,7 @@ async fn a_lost_connection_is_made_again_with_its_subscriptions() {
     assert!(retry_in <= Duration::from_secs(1), "the first retry comes soon: {retry_in:?}");
     assert_eq!(next(&mut events).await, Event::Connected { topics: vec!["news".into()] });
 
-    let body = types::SendRequest { id: None, message: json!("after") };
+    let body = types::SendRequest { id: None, message: json!("after"), idempotency_key: None };
     api.publish("news", &body).await.expect("publish");
     let Event::Message { data, .. } = next(&mut events).await else { panic!("a message") };
     assert_eq!(data, json!("after"));

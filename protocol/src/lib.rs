@@ -45,10 +45,12 @@ pub enum ClientFrame<'a> {
         #[cfg_attr(feature = "asyncapi", schemars(rename = "ref"))]
         reference: Option<&'a RawValue>,
     },
-    /// Send `data` (any JSON) to the topic's subscribers, `from` being this client's name.
+    /// Send `data` (any JSON) to the topic's subscribers, `from` being this client's name. With
+    /// `idempotency_key`, the same key on the topic within the server's window publishes once.
     Publish {
         topic: String,
         data: &'a RawValue,
+        idempotency_key: Option<String>,
         #[cfg_attr(feature = "asyncapi", schemars(rename = "ref"))]
         reference: Option<&'a RawValue>,
     },
@@ -81,6 +83,7 @@ struct WireClientFrame<'a> {
     kind: Option<&'a str>,
     topics: Option<Vec<String>>,
     topic: Option<String>,
+    idempotency_key: Option<String>,
     /// `null` is data like any other; only a missing field is `None`.
     #[serde(default, borrow, deserialize_with = "present")]
     data: Option<&'a RawValue>,
@@ -121,6 +124,7 @@ impl<'a> ClientFrame<'a> {
             Some("publish") => Ok(ClientFrame::Publish {
                 topic: wire.topic.ok_or_else(|| missing("topic", "publish"))?,
                 data: wire.data.ok_or_else(|| missing("data", "publish"))?,
+                idempotency_key: wire.idempotency_key,
                 reference,
             }),
             Some("broadcast") => Ok(ClientFrame::Broadcast {
@@ -159,6 +163,10 @@ impl<'a> ClientFrame<'a> {
             ClientFrame::Broadcast { data, .. } => ("broadcast", None, None, Some(*data)),
             ClientFrame::Ping { .. } => ("ping", None, None, None),
         };
+        let idempotency_key = match self {
+            ClientFrame::Publish { idempotency_key, .. } => idempotency_key.as_ref(),
+            _ => None,
+        };
         #[derive(Serialize)]
         struct Out<'b> {
             #[serde(rename = "type")]
@@ -169,10 +177,12 @@ impl<'a> ClientFrame<'a> {
             topic: Option<&'b String>,
             #[serde(skip_serializing_if = "Option::is_none")]
             data: Option<&'b RawValue>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            idempotency_key: Option<&'b String>,
             #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
             reference: Option<&'b RawValue>,
         }
-        let out = Out { kind, topics, topic, data, reference: self.reference() };
+        let out = Out { kind, topics, topic, data, idempotency_key, reference: self.reference() };
         serde_json::to_string(&out).unwrap_or_default()
     }
 }
@@ -299,7 +309,12 @@ mod tests {
     #[test]
     fn client_frames_round_trip() {
         let data = RawValue::from_string("{\"n\":1}".into()).unwrap();
-        let frame = ClientFrame::Publish { topic: "news".into(), data: &data, reference: None };
+        let frame = ClientFrame::Publish {
+            topic: "news".into(),
+            data: &data,
+            idempotency_key: Some("k-1".into()),
+            reference: None,
+        };
         let text = frame.to_json();
         assert_eq!(ClientFrame::parse(&text).unwrap().to_json(), text);
     }

@@ -40,7 +40,7 @@ pub fn encode(request: Request<'_>, reference: u64) -> Result<String, String> {
             ClientFrame::Unsubscribe { topics: topics.to_vec(), reference }
         }
         (Request::Publish { topic, .. }, Some(data)) => {
-            ClientFrame::Publish { topic: topic.to_owned(), data, reference }
+            ClientFrame::Publish { topic: topic.to_owned(), data, idempotency_key: None, reference }
         }
         (Request::Broadcast { .. }, Some(data)) => ClientFrame::Broadcast { data, reference },
         (Request::Ping, _) => ClientFrame::Ping { reference },

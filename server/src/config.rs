@@ -49,6 +49,11 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_HISTORY_TTL", default_value = "5m", value_parser = parse_ttl)]
     pub history_ttl: Duration,
 
+    /// How long a topic remembers a publish's `idempotency_key`: the same key again within it
+    /// publishes nothing and gets the first answer. 0 turns keys off.
+    #[arg(long, env = "SWITCHBOARD_IDEMPOTENCY_WINDOW", default_value = "2m", value_parser = parse_ttl)]
+    pub idempotency_window: Duration,
+
     /// Frames that may wait for one slow connection before it is closed with 4008.
     #[arg(long, env = "SWITCHBOARD_SEND_QUEUE", default_value_t = 1024,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
@@ -174,6 +179,7 @@ mod tests {
         assert_eq!(config.topics, ["news"]);
         assert_eq!(config.max_message_bytes, 65536);
         assert_eq!((config.history_size, config.history_ttl), (100, Duration::from_secs(300)));
+        assert_eq!(config.idempotency_window, Duration::from_secs(120));
         assert_eq!(config.ping_interval, Duration::from_millis(250));
         assert_eq!(config.log_format, LogFormat::Text);
     }

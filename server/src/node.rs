@@ -2,7 +2,10 @@
 //! API and the WebSocket protocol alike, a socket's connect included; it is also the handler
 //! its bus calls with what other nodes announce. Nothing here knows HTTP.
 
-use std::sync::{Arc, atomic::Ordering};
+use std::{
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use serde_json::value::RawValue;
@@ -18,8 +21,8 @@ use crate::{
     metrics::{Metrics, State},
     relay::Relay,
     store::{
-        Client, ClientId, HistoryPage, HistorySettings, NAME_RULE, Position, Store, StoreError,
-        TopicInfo, valid_name,
+        Client, ClientId, HistoryPage, HistorySettings, Idempotency, NAME_RULE, NewMessage,
+        Position, Store, StoreError, TopicInfo, valid_name,
     },
 };
 
@@ -43,6 +46,8 @@ pub struct NodeSettings {
     pub configured_topics: Vec<String>,
     /// What a topic keeps unless it was created with its own settings.
     pub history: HistorySettings,
+    /// How long a topic remembers a publish's idempotency key (zero: keys are ignored).
+    pub idempotency_window: Duration,
 }
 
 /// What sending a message did: the clients it targets, and its position in its topic (none
@@ -190,16 +195,24 @@ impl Node {
         from: Option<&str>,
         target: Target,
         data: &RawValue,
+        idempotency_key: Option<&str>,
     ) -> Result<Sent, AppError> {
         let size = data.get().len();
         let limit = self.settings.max_message_bytes;
         if size > limit {
             return Err(AppError::MessageTooLarge { size, limit });
         }
+        let idempotency = self.idempotency(&target, idempotency_key)?;
         let (recipients, topic, position) = match &target {
             Target::Broadcast => (self.store.client_count().await?, None, None),
             Target::Topic(topic) => {
-                let published = self.store.publish(topic, from, data.get()).await?;
+                let message = NewMessage { from, data: data.get(), idempotency };
+                let published = self.store.publish(topic, message).await?;
+                if published.duplicate {
+                    // Published once already within the window: its answer, nothing sent.
+                    let position = Some(published.position);
+                    return Ok(Sent { recipients: published.subscribers, position });
+                }
                 (published.subscribers, Some(topic.as_str()), Some(published.position))
             }
         };
@@ -368,6 +381,30 @@ impl BusHandler for Node {
         // Redis may have lost who waits: relay peers waiting here wait again.
         self.relay.rejoin();
         Ok(())
+    }
+}
+
+impl Node {
+    /// The idempotency of a publish with `key`: only a topic's publish may have one, and only
+    /// while the window is on.
+    fn idempotency<'k>(
+        &self,
+        target: &Target,
+        key: Option<&'k str>,
+    ) -> Result<Option<Idempotency<'k>>, AppError> {
+        let Some(key) = key else { return Ok(None) };
+        if *target == Target::Broadcast {
+            let why = "a broadcast keeps no history: idempotency_key is for a topic's publish";
+            return Err(AppError::BadRequest(why.to_owned()));
+        }
+        if !crate::relay::valid_id(key) {
+            let rule = crate::relay::ID_RULE;
+            return Err(AppError::BadRequest(format!(
+                "idempotency_key must be {rule} (got `{key}`)"
+            )));
+        }
+        let window = self.settings.idempotency_window;
+        Ok((!window.is_zero()).then_some(Idempotency { key, window }))
     }
 }
 

@@ -152,6 +152,7 @@ async fn launch(
         max_message_bytes,
         configured_topics: config.topics.clone(),
         history: history_settings(&config),
+        idempotency_window: config.idempotency_window,
     };
     let node = Arc::new(Node::new(store, bus, hub, Arc::new(relay), metrics, settings));
     let shutdown = CancellationToken::new();

@@ -77,6 +77,23 @@ async fn broadcasts_and_topic_publishes_from_every_node_reach_every_socket_exact
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_publish_through_every_node_is_delivered_once() {
+    let (_redis, nodes) = cluster(3).await;
+    let (id, mut ws) = nodes[0].client("alice").await;
+    nodes[0].post("/subscribe", None, json!({"id": id, "topics": ["news"]})).await;
+    let body = json!({"message": "once", "idempotency_key": "order-42"});
+    let mut answers = Vec::new();
+    for node in &nodes {
+        let (status, answer) = node.post("/topics/news/publish", Some(KEY), body.clone()).await;
+        assert_eq!(status, 200, "{answer}");
+        answers.push(answer);
+    }
+    assert!(answers.iter().all(|answer| *answer == answers[0]), "the first answer: {answers:?}");
+    assert_eq!(answers[0]["offset"], 1);
+    assert_eq!(drain(&mut ws).await, [message(Some("news"), None, json!("once"))]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscribe_via_one_node_applies_to_a_socket_on_another() {
     let (_redis, nodes) = cluster(3).await;
     let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);

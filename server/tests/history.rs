@@ -8,7 +8,10 @@ mod support;
 use std::{sync::Arc, time::Duration};
 
 use serde_json::{Value, json};
-use support::{KEY, TestServer, next_positioned_event, redis_server::RedisServer};
+use support::{
+    KEY, TestServer, assert_silent, message, next_event, next_positioned_event,
+    redis_server::RedisServer, send_json,
+};
 use switchboard::store::{RedisStore, Store};
 use switchboard_protocol::ServerEvent;
 
@@ -131,4 +134,41 @@ async fn a_topic_keeps_messages_for_its_time_to_live() {
         .post("/topics", Some(KEY), json!({"name": "long", "history_ttl_seconds": 604801}))
         .await;
     assert_eq!((status, body["error"].as_str()), (400, Some("bad_request")), "over a week");
+}
+
+#[tokio::test]
+async fn an_idempotency_key_publishes_once_over_http_and_websocket() {
+    let server = TestServer::start().await;
+    let (id, _) = server.register(Some("alice")).await;
+    server.post("/subscribe", None, json!({"id": id, "topics": ["news"]})).await;
+    let (mut ws, _) = server.connect(&id).await;
+
+    let body = json!({"message": 1, "idempotency_key": "order-1"});
+    let (_, first) = server.post("/topics/news/publish", Some(KEY), body.clone()).await;
+    let (_, again) = server.post("/topics/news/publish", Some(KEY), body).await;
+    assert_eq!(first, again, "the first answer");
+    assert_eq!(next_event(&mut ws).await, message(Some("news"), None, json!(1)));
+    assert_silent(&mut ws, Duration::from_millis(300)).await;
+
+    for reference in [1, 2] {
+        let frame = json!({"type": "publish", "topic": "news", "data": 2,
+                           "idempotency_key": "order-2", "ref": reference});
+        send_json(&mut ws, frame).await;
+    }
+    let mut events = Vec::new();
+    for _ in 0..3 {
+        events.push(next_event(&mut ws).await);
+    }
+    let acks = events.iter().filter(|e| matches!(e, ServerEvent::Ack { .. })).count();
+    assert_eq!(acks, 2, "both acknowledged: {events:?}");
+    assert!(events.contains(&message(Some("news"), Some("alice"), json!(2))));
+    assert_silent(&mut ws, Duration::from_millis(300)).await;
+
+    let (status, body) =
+        server.post("/broadcast", Some(KEY), json!({"message": 1, "idempotency_key": "b"})).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("bad_request")), "{body}");
+    let (status, _) = server
+        .post("/topics/news/publish", Some(KEY), json!({"message": 1, "idempotency_key": "a b"}))
+        .await;
+    assert_eq!(status, 400, "a key outside the rule");
 }

@@ -11,7 +11,8 @@ use std::{collections::BTreeSet, sync::Arc, time::Duration};
 use support::redis_server::RedisServer;
 
 use switchboard::store::{
-    ClientId, HistoryEntry, HistorySettings, PeerAddr, Store, StoreError, TopicInfo,
+    ClientId, HistoryEntry, HistorySettings, Idempotency, NewMessage, PeerAddr, Store, StoreError,
+    TopicInfo,
 };
 
 type DynStore = Arc<dyn Store>;
@@ -164,6 +165,14 @@ pub async fn relay_peers_meet_one_waiting_peer_at_a_time(store: DynStore) {
     assert_eq!((taken.len(), waited), (10, 10), "20 arrivals make 10 pairs");
 }
 
+fn message<'a>(
+    from: Option<&'a str>,
+    data: &'a str,
+    idempotency: Option<Idempotency<'a>>,
+) -> NewMessage<'a> {
+    NewMessage { from, data, idempotency }
+}
+
 fn kept(offset: u64, from: Option<&str>, data: &str) -> HistoryEntry {
     HistoryEntry { offset, from: from.map(str::to_owned), data: data.to_owned() }
 }
@@ -178,7 +187,8 @@ pub async fn publishes_get_offsets_without_gaps_and_the_history_keeps_the_last(s
     let mut epochs = BTreeSet::new();
     for n in 1..=5u64 {
         let from = (n % 2 == 0).then_some("alice");
-        let published = store.publish("news", from, &format!("{{\"n\":{n}}}")).await.unwrap();
+        let published =
+            store.publish("news", message(from, &format!("{{\"n\":{n}}}"), None)).await.unwrap();
         assert_eq!((published.subscribers, published.position.offset), (1, n));
         epochs.insert(published.position.epoch);
     }
@@ -202,7 +212,7 @@ pub async fn publishes_get_offsets_without_gaps_and_the_history_keeps_the_last(s
     assert_eq!(store.history("news", 0, 1).await.unwrap().messages.len(), 1, "limit");
     assert!(store.history("news", 5, 100).await.unwrap().messages.is_empty());
     assert_eq!(
-        store.publish("none", None, "1").await,
+        store.publish("none", message(None, "1", None)).await,
         Err(StoreError::TopicNotFound("none".into()))
     );
     assert_eq!(store.history("none", 0, 1).await, Err(StoreError::TopicNotFound("none".into())));
@@ -211,13 +221,13 @@ pub async fn publishes_get_offsets_without_gaps_and_the_history_keeps_the_last(s
 pub async fn the_history_forgets_by_age(store: DynStore) {
     let history = HistorySettings { size: 10, ttl: Duration::from_millis(400) };
     store.create_topic("news", history).await.unwrap();
-    store.publish("news", None, "1").await.unwrap();
-    store.publish("news", None, "2").await.unwrap();
+    store.publish("news", message(None, "1", None)).await.unwrap();
+    store.publish("news", message(None, "2", None)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(600)).await;
     let page = store.history("news", 0, 100).await.unwrap();
     assert!(page.messages.is_empty(), "aged out: {page:?}");
     assert_eq!((page.position.offset, page.oldest), (2, 3));
-    store.publish("news", None, "3").await.unwrap();
+    store.publish("news", message(None, "3", None)).await.unwrap();
     let page = store.history("news", 0, 100).await.unwrap();
     assert_eq!((page.oldest, page.messages), (3, vec![kept(3, None, "3")]));
 }
@@ -230,7 +240,10 @@ pub async fn without_history_offsets_still_count(store: DynStore) {
     store.create_topic("sports", HistorySettings { size: 10, ttl: Duration::ZERO }).await.unwrap();
     for topic in ["news", "sports"] {
         for n in 1..=3 {
-            assert_eq!(store.publish(topic, None, "null").await.unwrap().position.offset, n);
+            assert_eq!(
+                store.publish(topic, message(None, "null", None)).await.unwrap().position.offset,
+                n
+            );
         }
         let page = store.history(topic, 0, 100).await.unwrap();
         assert!(page.messages.is_empty(), "{topic} keeps nothing");
@@ -241,15 +254,15 @@ pub async fn without_history_offsets_still_count(store: DynStore) {
 pub async fn a_topic_made_again_has_a_new_epoch_and_starts_over(store: DynStore) {
     store.create_topic("news", HistorySettings::default()).await.unwrap();
     store.create_topic("sports", HistorySettings::default()).await.unwrap();
-    let first = store.publish("news", None, "1").await.unwrap().position;
-    let other = store.publish("sports", None, "1").await.unwrap().position;
+    let first = store.publish("news", message(None, "1", None)).await.unwrap().position;
+    let other = store.publish("sports", message(None, "1", None)).await.unwrap().position;
     assert_ne!(first.epoch, other.epoch, "each topic has its own epoch");
     store.delete_topic("news").await.unwrap();
     store.create_topic("news", HistorySettings::default()).await.unwrap();
     let page = store.history("news", 0, 100).await.unwrap();
     assert!(page.messages.is_empty(), "the old history is gone");
     assert_ne!(page.position.epoch, first.epoch);
-    let again = store.publish("news", None, "2").await.unwrap().position;
+    let again = store.publish("news", message(None, "2", None)).await.unwrap().position;
     assert_eq!(again.offset, 1);
     assert_eq!(again.epoch, page.position.epoch);
 }
@@ -258,7 +271,9 @@ pub async fn racing_publishes_get_distinct_offsets(store: DynStore) {
     store.create_topic("news", HistorySettings::default()).await.unwrap();
     let publishes = (0..20).map(|n| {
         let store = store.clone();
-        tokio::spawn(async move { store.publish("news", None, &n.to_string()).await })
+        tokio::spawn(
+            async move { store.publish("news", message(None, &n.to_string(), None)).await },
+        )
     });
     let mut offsets = BTreeSet::new();
     for publish in publishes {
@@ -268,6 +283,31 @@ pub async fn racing_publishes_get_distinct_offsets(store: DynStore) {
     let kept: Vec<u64> =
         store.history("news", 0, 100).await.unwrap().messages.iter().map(|m| m.offset).collect();
     assert_eq!(kept, (1..=20).collect::<Vec<_>>(), "kept in offset order");
+}
+
+pub async fn an_idempotency_key_publishes_once_within_its_window(store: DynStore) {
+    store.create_topic("news", HistorySettings::default()).await.unwrap();
+    store.create_topic("sports", HistorySettings::default()).await.unwrap();
+    let long = |key| Some(Idempotency { key, window: Duration::from_secs(60) });
+    let first = store.publish("news", message(None, "1", long("k1"))).await.unwrap();
+    assert_eq!((first.position.offset, first.duplicate), (1, false));
+    let again = store.publish("news", message(None, "1", long("k1"))).await.unwrap();
+    assert_eq!(
+        (again.position.clone(), again.subscribers, again.duplicate),
+        (first.position, 0, true)
+    );
+    assert_eq!(store.history("news", 0, 100).await.unwrap().messages.len(), 1, "kept once");
+    let other = store.publish("news", message(None, "2", long("k2"))).await.unwrap();
+    assert_eq!((other.position.offset, other.duplicate), (2, false), "another key");
+    let elsewhere = store.publish("sports", message(None, "1", long("k1"))).await.unwrap();
+    assert!(!elsewhere.duplicate, "a key is per topic");
+
+    let short = Some(Idempotency { key: "k3", window: Duration::from_millis(300) });
+    assert!(!store.publish("news", message(None, "3", short)).await.unwrap().duplicate);
+    assert!(store.publish("news", message(None, "3", short)).await.unwrap().duplicate);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let later = store.publish("news", message(None, "3", short)).await.unwrap();
+    assert_eq!((later.position.offset, later.duplicate), (4, false), "the window passed");
 }
 
 pub async fn is_ready(store: DynStore) {
@@ -295,6 +335,7 @@ macro_rules! conformance_suite {
                 without_history_offsets_still_count,
                 a_topic_made_again_has_a_new_epoch_and_starts_over,
                 racing_publishes_get_distinct_offsets,
+                an_idempotency_key_publishes_once_within_its_window,
                 is_ready,
             );
         }

@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use serde_json::json;
 use support::{KEY, TestServer, close_code, try_connect};
 use switchboard::store::{
-    Client, ClientId, HistoryPage, HistorySettings, PeerAddr, Published, Store, StoreError,
-    StoreResult, TopicInfo,
+    Client, ClientId, HistoryPage, HistorySettings, NewMessage, PeerAddr, Published, Store,
+    StoreError, StoreResult, TopicInfo,
 };
 
 struct UnreachableStore;
@@ -41,7 +41,7 @@ impl Store for UnreachableStore {
     async fn create_topic(&self, _: &str, _: HistorySettings) -> StoreResult<()> {
         down()
     }
-    async fn publish(&self, _: &str, _: Option<&str>, _: &str) -> StoreResult<Published> {
+    async fn publish(&self, _: &str, _: NewMessage<'_>) -> StoreResult<Published> {
         down()
     }
     async fn history(&self, _: &str, _: u64, _: usize) -> StoreResult<HistoryPage> {

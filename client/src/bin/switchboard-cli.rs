@@ -85,6 +85,10 @@ enum Command {
         /// Send as this client (its name becomes `from`) instead of with the API key.
         #[arg(long)]
         id: Option<Uuid>,
+        /// Publish at most once: the same key on the topic within the server's window is not
+        /// published again.
+        #[arg(long)]
+        idempotency_key: Option<String>,
     },
     /// Send to every connected client. MESSAGE as for `publish`.
     Broadcast {
@@ -216,13 +220,21 @@ async fn run(cli: &Cli) -> Result<ExitCode, Failure> {
             let verb = if subscribing { "subscribed" } else { "unsubscribed" };
             out.print(&json!({ verb: topics }), || format!("{verb}: {}", topics.join(", ")));
         }
-        Command::Publish { topic, message, id } => {
-            let body = types::SendRequest { id: *id, message: message_value(message) };
+        Command::Publish { topic, message, id, idempotency_key } => {
+            let body = types::SendRequest {
+                id: *id,
+                message: message_value(message),
+                idempotency_key: idempotency_key.clone(),
+            };
             let sent = api.publish(topic, &body).await?.into_inner();
             out.print(&sent, || format!("published to {} recipient(s)", sent.recipients));
         }
         Command::Broadcast { message, id } => {
-            let body = types::SendRequest { id: *id, message: message_value(message) };
+            let body = types::SendRequest {
+                id: *id,
+                message: message_value(message),
+                idempotency_key: None,
+            };
             let sent = api.broadcast(&body).await?.into_inner();
             out.print(&sent, || format!("broadcast to {} recipient(s)", sent.recipients));
         }

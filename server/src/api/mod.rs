@@ -408,7 +408,8 @@ impl Api {
         let sender = self.node.sender(api_key, body.id).await?;
         let data = message_json(&body.message)?;
         let from = sender.as_ref().map(|client| client.name.as_str());
-        let sent = self.node.publish(from, target, &data).await?;
+        let key = body.idempotency_key.as_deref();
+        let sent = self.node.publish(from, target, &data, key).await?;
         let (offset, epoch) = match sent.position {
             Some(position) => (Some(position.offset), Some(position.epoch)),
             None => (None, None),

@@ -48,6 +48,10 @@ pub struct SendRequest {
     pub id: Option<Uuid>,
     /// Any JSON value (null included); delivered as the `data` of each message frame.
     pub message: Message,
+    /// Publish at most once: the same key on the same topic within the server's
+    /// `--idempotency-window` (default 2 min) publishes nothing and answers as the first time,
+    /// on every node. 1-128 of `A-Za-z0-9_.:-`. Not for a broadcast (400).
+    pub idempotency_key: Option<String>,
 }
 
 /// A message: any JSON value, null included. Unlike a plain `serde_json::Value` field, a

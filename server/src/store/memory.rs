@@ -12,8 +12,9 @@ use uuid::Uuid;
 use dashmap::{DashMap, Entry};
 
 use super::{
-    Client, ClientId, HistoryEntry, HistoryPage, HistorySettings, PeerAddr, Position, Published,
-    Store, StoreError, StoreResult, TopicInfo, TopicSet, generated_name, new_epoch,
+    Client, ClientId, HistoryEntry, HistoryPage, HistorySettings, Idempotency,
+    MAX_IDEMPOTENCY_KEYS, NewMessage, PeerAddr, Position, Published, Store, StoreError,
+    StoreResult, TopicInfo, TopicSet, generated_name, new_epoch,
 };
 
 #[derive(Default)]
@@ -32,7 +33,14 @@ struct TopicRecord {
 
 impl TopicRecord {
     fn new(settings: HistorySettings) -> Self {
-        let history = TopicHistory { epoch: new_epoch(), settings, last: 0, kept: VecDeque::new() };
+        let history = TopicHistory {
+            epoch: new_epoch(),
+            settings,
+            last: 0,
+            kept: VecDeque::new(),
+            keys: HashMap::new(),
+            key_order: VecDeque::new(),
+        };
         TopicRecord { subscribers: BTreeSet::new(), history: Mutex::new(history) }
     }
 }
@@ -44,6 +52,17 @@ struct TopicHistory {
     /// The last offset given (0 before the first message).
     last: u64,
     kept: VecDeque<KeptMessage>,
+    /// Idempotency keys seen lately, with the answer their first publish got.
+    keys: HashMap<Box<str>, FirstPublish>,
+    /// The same keys, oldest first, to forget them in order.
+    key_order: VecDeque<(Instant, Box<str>)>,
+}
+
+#[derive(Clone, Copy)]
+struct FirstPublish {
+    at: Instant,
+    offset: u64,
+    subscribers: u64,
 }
 
 struct KeptMessage {
@@ -65,6 +84,33 @@ impl TopicHistory {
         }
         self.expire(now);
         self.position()
+    }
+
+    /// The first answer to a publish with this key within its window, if there was one.
+    fn seen(&mut self, idempotency: Idempotency<'_>, now: Instant) -> Option<Published> {
+        while let Some((at, key)) = self.key_order.front() {
+            let expired = now.duration_since(*at) > idempotency.window;
+            if !expired && self.key_order.len() <= MAX_IDEMPOTENCY_KEYS {
+                break;
+            }
+            if self.keys.get(key).is_some_and(|first| first.at == *at) {
+                self.keys.remove(key);
+            }
+            self.key_order.pop_front();
+        }
+        let first = self.keys.get(idempotency.key)?;
+        let position = Position { offset: first.offset, epoch: self.epoch.clone() };
+        Some(Published { subscribers: first.subscribers, position, duplicate: true })
+    }
+
+    fn remember(&mut self, key: &str, published: &Published, now: Instant) {
+        let first = FirstPublish {
+            at: now,
+            offset: published.position.offset,
+            subscribers: published.subscribers,
+        };
+        self.keys.insert(Box::from(key), first);
+        self.key_order.push_back((now, Box::from(key)));
     }
 
     /// Drops what is older than the settings' time to live.
@@ -257,11 +303,22 @@ impl Store for MemoryStore {
         Ok(state.topic(topic)?.subscribers.len() as u64)
     }
 
-    async fn publish(&self, topic: &str, from: Option<&str>, data: &str) -> StoreResult<Published> {
+    async fn publish(&self, topic: &str, message: NewMessage<'_>) -> StoreResult<Published> {
+        let NewMessage { from, data, idempotency } = message;
         let state = self.state.read();
         let record = state.topic(topic)?;
-        let position = record.history.lock().append(from, data, Instant::now());
-        Ok(Published { subscribers: record.subscribers.len() as u64, position })
+        let now = Instant::now();
+        let mut history = record.history.lock();
+        if let Some(first) = idempotency.and_then(|idempotency| history.seen(idempotency, now)) {
+            return Ok(first);
+        }
+        let position = history.append(from, data, now);
+        let subscribers = record.subscribers.len() as u64;
+        let published = Published { subscribers, position, duplicate: false };
+        if let Some(idempotency) = idempotency {
+            history.remember(idempotency.key, &published, now);
+        }
+        Ok(published)
     }
 
     async fn history(&self, topic: &str, since: u64, limit: usize) -> StoreResult<HistoryPage> {

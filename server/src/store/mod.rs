@@ -125,11 +125,34 @@ pub struct Position {
 }
 
 /// What publishing to a topic did: how many clients it targets, and the message's position.
+/// `duplicate`: the idempotency key was seen within the window, so nothing was published and
+/// this is the first publish's answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Published {
     pub subscribers: u64,
     pub position: Position,
+    pub duplicate: bool,
 }
+
+/// A publish's idempotency key: the same key on the same topic within `window` publishes once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Idempotency<'a> {
+    pub key: &'a str,
+    pub window: Duration,
+}
+
+/// A message for a topic: its sender's name (`None` when sent with the API key), its data as
+/// JSON text, and its idempotency key if it has one.
+#[derive(Debug, Clone, Copy)]
+pub struct NewMessage<'a> {
+    pub from: Option<&'a str>,
+    pub data: &'a str,
+    pub idempotency: Option<Idempotency<'a>>,
+}
+
+/// Idempotency keys a topic remembers at most (the oldest are forgotten first), so a flood of
+/// distinct keys cannot grow a topic without bound.
+pub const MAX_IDEMPOTENCY_KEYS: usize = 10_000;
 
 /// A message the store kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -223,8 +246,9 @@ pub trait Store: Send + Sync + 'static {
     /// How many clients are subscribed to an existing topic.
     async fn subscriber_count(&self, topic: &str) -> StoreResult<u64>;
     /// Gives a message to an existing topic: the next offset (no gaps), kept in its history as
-    /// its settings say, in one atomic step; counts the subscribers with it.
-    async fn publish(&self, topic: &str, from: Option<&str>, data: &str) -> StoreResult<Published>;
+    /// its settings say, in one atomic step; counts the subscribers with it. With `idempotency`,
+    /// a key the topic saw within the window publishes nothing and answers as the first time.
+    async fn publish(&self, topic: &str, message: NewMessage<'_>) -> StoreResult<Published>;
     /// The topic's kept messages with offsets above `since`, oldest first, at most `limit`.
     async fn history(&self, topic: &str, since: u64, limit: usize) -> StoreResult<HistoryPage>;
     /// Subscribes the client to every topic, or (unknown client, missing topic) to none.

@@ -3,7 +3,8 @@
 //! Keys (`P` is the prefix): `P clients` hash id -> name; `P names` hash name -> id;
 //! `P topics` set of topic names; `P topic:<name>` set of subscriber ids; `P meta:<name>` hash of
 //! the topic's epoch, last offset and history settings; `P history:<name>` stream of its kept
-//! messages, each with the id `<ms>-<offset>`; `P subs:<id>` set of
+//! messages, each with the id `<ms>-<offset>`; `P idem:<name>:<key>` a publish's idempotency
+//! key (expiring with its window) with its first answer; `P subs:<id>` set of
 //! the client's topics; `P relay:<id>` the relay peer waiting with that id. Each change that touches several keys is one Lua script, so it is
 //! atomic: two nodes racing for one name both run `HSETNX`, and exactly one wins. The scripts
 //! derive some keys from the prefix, so they need a single Redis server, not Redis Cluster.
@@ -13,8 +14,8 @@ use redis::{Script, cmd};
 use uuid::Uuid;
 
 use super::{
-    Client, ClientId, HistoryEntry, HistoryPage, HistorySettings, PeerAddr, Position, Published,
-    Store, StoreError, StoreResult, TopicInfo, generated_name, new_epoch,
+    Client, ClientId, HistoryEntry, HistoryPage, HistorySettings, NewMessage, PeerAddr, Position,
+    Published, Store, StoreError, StoreResult, TopicInfo, generated_name, new_epoch,
 };
 use crate::redis_pool::{RedisPool, RedisUnavailable};
 
@@ -49,16 +50,26 @@ redis.call('HSET', KEYS[2], 'epoch', ARGV[2], 'size', ARGV[3], 'ttl', ARGV[4], '
 return 1
 ";
 
-/// Gives a message to a topic (KEYS: topics, subscribers, meta, history; ARGV: topic, has
-/// sender (0/1), sender, data, then epoch, size and ttl ms for a topic made before histories):
-/// the next offset, appended to the history with the trims by size and age, and the
-/// subscriber count, atomically. Returns {subscribers, offset, epoch}, or nil without the topic.
+/// Gives a message to a topic (KEYS: topics, subscribers, meta, history, idempotency key;
+/// ARGV: topic, has sender (0/1), sender, data, then epoch, size and ttl ms for a topic made
+/// before histories, then has idempotency key (0/1), its window ms): the next offset, appended
+/// to the history with the trims by size and age, and the subscriber count, atomically. A key
+/// seen within its window (in this epoch) publishes nothing and answers as the first time.
+/// Returns {subscribers, offset, epoch, duplicate (0/1)}, or nil without the topic.
 const PUBLISH: &str = r"
 if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then return false end
 if redis.call('HSETNX', KEYS[3], 'epoch', ARGV[5]) == 1 then
   redis.call('HSET', KEYS[3], 'size', ARGV[6], 'ttl', ARGV[7])
 end
 local meta = redis.call('HMGET', KEYS[3], 'epoch', 'size', 'ttl', 'ms')
+local epoch = meta[1]
+if ARGV[8] == '1' then
+  local first = redis.call('GET', KEYS[5])
+  if first then
+    local first_epoch, offset, subscribers = string.match(first, '^(%S+) (%d+) (%d+)$')
+    if first_epoch == epoch then return {tonumber(subscribers), tonumber(offset), epoch, 1} end
+  end
+end
 local size, ttl, last_ms = tonumber(meta[2]) or 0, tonumber(meta[3]) or 0, tonumber(meta[4]) or 0
 local offset = redis.call('HINCRBY', KEYS[3], 'last', 1)
 if size > 0 and ttl > 0 then
@@ -74,7 +85,11 @@ if size > 0 and ttl > 0 then
   end
   redis.call('XTRIM', KEYS[4], 'MINID', string.format('%d-0', ms - ttl))
 end
-return {redis.call('SCARD', KEYS[2]), offset, meta[1]}
+local subscribers = redis.call('SCARD', KEYS[2])
+if ARGV[8] == '1' then
+  redis.call('SET', KEYS[5], epoch .. ' ' .. offset .. ' ' .. subscribers, 'PX', ARGV[9])
+end
+return {subscribers, offset, epoch, 0}
 ";
 
 /// A topic's kept messages after an offset (KEYS: topics, meta, history; ARGV: topic, since,
@@ -377,17 +392,27 @@ impl Store for RedisStore {
         count.ok_or_else(|| StoreError::TopicNotFound(topic.to_owned()))
     }
 
-    async fn publish(&self, topic: &str, from: Option<&str>, data: &str) -> StoreResult<Published> {
+    async fn publish(&self, topic: &str, message: NewMessage<'_>) -> StoreResult<Published> {
+        let NewMessage { from, data, idempotency } = message;
         let mut invocation = self.scripts.publish.key(&self.topics);
         invocation.key(self.topic_key("topic", topic));
         invocation.key(self.topic_key("meta", topic)).key(self.topic_key("history", topic));
+        let key = idempotency.map_or("", |idempotency| idempotency.key);
+        invocation.key(format!("{}idem:{topic}:{key}", self.prefix));
         invocation.arg(topic).arg(if from.is_some() { "1" } else { "0" });
         invocation.arg(from.unwrap_or_default()).arg(data);
         self.default_history_args(&mut invocation);
-        let answer: Option<(u64, u64, String)> = self.pool.invoke(&invocation).await?;
-        let (subscribers, offset, epoch) =
+        match idempotency {
+            Some(idempotency) => {
+                invocation.arg("1").arg(idempotency.window.as_millis().max(1) as u64)
+            }
+            None => invocation.arg("0").arg(0),
+        };
+        let answer: Option<(u64, u64, String, u8)> = self.pool.invoke(&invocation).await?;
+        let (subscribers, offset, epoch, duplicate) =
             answer.ok_or_else(|| StoreError::TopicNotFound(topic.to_owned()))?;
-        Ok(Published { subscribers, position: Position { offset, epoch } })
+        let position = Position { offset, epoch };
+        Ok(Published { subscribers, position, duplicate: duplicate == 1 })
     }
 
     async fn history(&self, topic: &str, since: u64, limit: usize) -> StoreResult<HistoryPage> {

@@ -102,11 +102,12 @@ async fn answer(node: &Node, client: ClientId, name: &str, text: &str) -> String
     let result = match frame {
         ClientFrame::Subscribe { topics, .. } => node.subscribe(client, topics).await,
         ClientFrame::Unsubscribe { topics, .. } => node.unsubscribe(client, topics).await,
-        ClientFrame::Publish { topic, data, .. } => {
-            node.publish(Some(name), Target::Topic(topic), data).await.map(drop)
+        ClientFrame::Publish { topic, data, idempotency_key, .. } => {
+            let key = idempotency_key.as_deref();
+            node.publish(Some(name), Target::Topic(topic), data, key).await.map(drop)
         }
         ClientFrame::Broadcast { data, .. } => {
-            node.publish(Some(name), Target::Broadcast, data).await.map(drop)
+            node.publish(Some(name), Target::Broadcast, data, None).await.map(drop)
         }
         ClientFrame::Ping { .. } => Ok(()),
     };
