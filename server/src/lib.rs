@@ -49,4 +49,5 @@ pub mod redis_pool;
 pub(crate) mod metrics;
 
 pub use config::Config;
+pub use node::PRESENCE_TTL;
 pub use server::{Running, StartError, start, start_with_store};

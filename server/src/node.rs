@@ -10,6 +10,7 @@ use std::{
 use async_trait::async_trait;
 use serde_json::value::RawValue;
 use switchboard_protocol::ServerFrame;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::{
@@ -22,7 +23,7 @@ use crate::{
     relay::Relay,
     store::{
         Client, ClientId, HistoryPage, HistorySettings, Idempotency, NAME_RULE, NewMessage,
-        Position, Store, StoreError, TopicInfo, valid_name,
+        Position, Present, Store, StoreError, TopicInfo, valid_name,
     },
 };
 
@@ -36,7 +37,13 @@ pub struct Node {
     pub relay: Arc<Relay>,
     pub metrics: Arc<Metrics>,
     settings: NodeSettings,
+    /// Who this node is in the store's presence counts (its bus id in a cluster).
+    presence_id: Uuid,
 }
+
+/// How long a node's sockets count in presence after its last heartbeat: a node that dies
+/// without saying so drops out of presence within this (it beats every third of it).
+pub const PRESENCE_TTL: Duration = Duration::from_secs(6);
 
 /// What the operator configured for a node's operations.
 pub struct NodeSettings {
@@ -72,7 +79,8 @@ impl Node {
         metrics: Arc<Metrics>,
         settings: NodeSettings,
     ) -> Self {
-        Node { store, bus, hub, relay, metrics, settings }
+        let presence_id = bus.membership().map_or_else(Uuid::new_v4, |bus| bus.node_id);
+        Node { store, bus, hub, relay, metrics, settings, presence_id }
     }
 
     /// Creates the configured topics that do not exist.
@@ -143,11 +151,49 @@ impl Node {
         let (conn, generation) = self.hub.attach(client, outlet);
         let topics = self.sync_subscriptions(client, generation).await;
         match topics {
-            Ok(topics) => Ok(Connected { conn, topics }),
+            Ok(topics) => {
+                self.count_socket(client, 1).await;
+                Ok(Connected { conn, topics })
+            }
             Err(reason) => {
                 self.hub.detach(client, conn);
                 Err(reason)
             }
+        }
+    }
+
+    /// A connected socket of `client` ended (paired with its connect).
+    pub async fn disconnected(&self, client: ClientId) {
+        self.count_socket(client, -1).await;
+    }
+
+    /// Counts a socket in or out of presence. A store out of reach only makes presence lag: it
+    /// never fails the socket, and a node that dies drops out with its heartbeat.
+    async fn count_socket(&self, client: ClientId, delta: i64) {
+        if let Err(err) = self.store.sockets_changed(self.presence_id, client, delta).await {
+            tracing::warn!(%err, "presence not updated");
+        }
+    }
+
+    /// The clients subscribed to `topic` with live sockets, on every node that is alive.
+    pub async fn presence(&self, topic: &str) -> Result<Vec<Present>, AppError> {
+        Ok(self.store.presence(topic).await?)
+    }
+
+    /// Tells the store this node is alive every third of [`PRESENCE_TTL`] until `shutdown`,
+    /// then that it is gone.
+    pub async fn presence_heartbeat(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            if let Err(err) = self.store.node_alive(self.presence_id, PRESENCE_TTL).await {
+                tracing::warn!(%err, "presence heartbeat not recorded");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(PRESENCE_TTL / 3) => {}
+                _ = shutdown.cancelled() => break,
+            }
+        }
+        if let Err(err) = self.store.node_gone(self.presence_id).await {
+            tracing::warn!(%err, "could not take this node out of presence");
         }
     }
 

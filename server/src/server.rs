@@ -171,6 +171,7 @@ async fn launch(
         let loops = Loops::start(loop_count(), &settings.ctx(&node), &shutdown);
         settings.loops = Some(Arc::new(loops.map_err(StartError::Loops)?));
     }
+    settings.tasks.spawn(node.clone().presence_heartbeat(shutdown.clone()));
     let sockets = node.clone();
     settings.tasks.spawn(keep_alive(
         config.ping_interval,

@@ -310,6 +310,43 @@ pub async fn an_idempotency_key_publishes_once_within_its_window(store: DynStore
     assert_eq!((later.position.offset, later.duplicate), (4, false), "the window passed");
 }
 
+pub async fn presence_counts_live_sockets_of_subscribers_on_live_nodes(store: DynStore) {
+    store.create_topic("news", HistorySettings::default()).await.unwrap();
+    let [alice, bob, carol] = [
+        store.register(Some("alice")).await.unwrap(),
+        store.register(Some("bob")).await.unwrap(),
+        store.register(Some("carol")).await.unwrap(),
+    ];
+    for client in [&alice, &bob] {
+        store.subscribe(client.id, &topics(&["news"])).await.unwrap();
+    }
+    let (steady, brief, silent) = (ClientId::new_v4(), ClientId::new_v4(), ClientId::new_v4());
+    store.node_alive(steady, Duration::from_secs(60)).await.unwrap();
+    store.node_alive(brief, Duration::from_millis(400)).await.unwrap();
+    store.sockets_changed(steady, alice.id, 1).await.unwrap();
+    store.sockets_changed(steady, alice.id, 1).await.unwrap();
+    store.sockets_changed(brief, alice.id, 1).await.unwrap();
+    store.sockets_changed(steady, carol.id, 1).await.unwrap();
+    store.sockets_changed(silent, bob.id, 1).await.unwrap();
+    let counts = |present: Vec<switchboard::store::Present>| -> Vec<(String, u64)> {
+        present.into_iter().map(|p| (p.name, p.connections)).collect()
+    };
+    // Carol is not subscribed; bob's socket is on a node that never said it is alive.
+    assert_eq!(counts(store.presence("news").await.unwrap()), [("alice".into(), 3)]);
+    store.sockets_changed(steady, alice.id, -1).await.unwrap();
+    assert_eq!(counts(store.presence("news").await.unwrap()), [("alice".into(), 2)]);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(counts(store.presence("news").await.unwrap()), [("alice".into(), 1)], "expired");
+    store.node_alive(silent, Duration::from_secs(60)).await.unwrap();
+    let both = [("alice".into(), 1), ("bob".into(), 1)];
+    assert_eq!(counts(store.presence("news").await.unwrap()), both);
+    store.node_gone(steady).await.unwrap();
+    assert_eq!(counts(store.presence("news").await.unwrap()), [("bob".into(), 1)]);
+    store.sockets_changed(silent, bob.id, -1).await.unwrap();
+    assert!(store.presence("news").await.unwrap().is_empty());
+    assert_eq!(store.presence("none").await, Err(StoreError::TopicNotFound("none".into())));
+}
+
 pub async fn is_ready(store: DynStore) {
     store.ping().await.unwrap();
 }
@@ -336,6 +373,7 @@ macro_rules! conformance_suite {
                 a_topic_made_again_has_a_new_epoch_and_starts_over,
                 racing_publishes_get_distinct_offsets,
                 an_idempotency_key_publishes_once_within_its_window,
+                presence_counts_live_sockets_of_subscribers_on_live_nodes,
                 is_ready,
             );
         }

@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use serde_json::json;
 use support::{KEY, TestServer, close_code, try_connect};
 use switchboard::store::{
-    Client, ClientId, HistoryPage, HistorySettings, NewMessage, PeerAddr, Published, Store,
-    StoreError, StoreResult, TopicInfo,
+    Client, ClientId, HistoryPage, HistorySettings, NewMessage, PeerAddr, Present, Published,
+    Store, StoreError, StoreResult, TopicInfo,
 };
 
 struct UnreachableStore;
@@ -68,6 +68,18 @@ impl Store for UnreachableStore {
     async fn subscriptions(&self, _: ClientId) -> StoreResult<Vec<String>> {
         down()
     }
+    async fn sockets_changed(&self, _: uuid::Uuid, _: ClientId, _: i64) -> StoreResult<()> {
+        down()
+    }
+    async fn presence(&self, _: &str) -> StoreResult<Vec<Present>> {
+        down()
+    }
+    async fn node_alive(&self, _: uuid::Uuid, _: std::time::Duration) -> StoreResult<()> {
+        down()
+    }
+    async fn node_gone(&self, _: uuid::Uuid) -> StoreResult<()> {
+        down()
+    }
     async fn relay_meet(&self, _: &str, _: PeerAddr) -> StoreResult<Option<PeerAddr>> {
         down()
     }
@@ -99,6 +111,10 @@ async fn every_store_backed_operation_answers_503_with_the_json_error() {
         ("listTopics", server.get("/topics").await),
         ("createTopic", server.post("/topics", Some(KEY), json!({"name": "t"})).await),
         ("deleteTopic", server.delete("/topics/t", Some(KEY)).await),
+        (
+            "getTopicPresence",
+            server.call(reqwest::Method::GET, "/topics/news/presence", Some(KEY), None).await,
+        ),
         (
             "getTopicHistory",
             server.call(reqwest::Method::GET, "/topics/news/history", Some(KEY), None).await,

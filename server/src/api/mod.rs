@@ -67,6 +67,9 @@ error_statuses!(CreateTopicErrors:
 error_statuses!(HistoryErrors:
     400 "Bad query", 403 "Missing or wrong API key", 404 "Topic does not exist",
     503 "Store unavailable");
+error_statuses!(PresenceErrors:
+    400 "Bad query", 403 "Missing or wrong API key", 404 "Topic does not exist",
+    503 "Store unavailable");
 error_statuses!(DeleteTopicErrors:
     403 "Missing or wrong API key", 404 "Topic does not exist", 503 "Store unavailable");
 error_statuses!(StatsErrors: 403 "Missing or wrong API key");
@@ -326,6 +329,38 @@ impl Api {
             complete,
             messages,
         }))
+    }
+
+    /// Who is present in a topic
+    ///
+    /// The clients subscribed to the topic that have a live socket, on every node of the
+    /// cluster, with their socket counts. A node that died without shutting down drops out
+    /// within 6 seconds.
+    #[oai(
+        path = "/topics/:name/presence",
+        method = "get",
+        operation_id = "getTopicPresence",
+        tag = "Tag::Topics"
+    )]
+    async fn presence(
+        &self,
+        /// The topic's name.
+        name: Path<String>,
+        /// Only the count, without the clients.
+        #[oai(default)]
+        count_only: Query<bool>,
+        api_key: ApiKey,
+    ) -> ApiResult<Json<TopicPresence>, PresenceErrors> {
+        self.node.require_key(api_key.as_deref())?;
+        let present = self.node.presence(&name.0).await?;
+        let count = present.len() as u64;
+        let clients = (!count_only.0).then(|| {
+            present
+                .into_iter()
+                .map(|p| PresentClient { name: p.name, connections: p.connections })
+                .collect()
+        });
+        Ok(Json(TopicPresence { topic: name.0, count, clients }))
     }
 
     /// Delete a topic

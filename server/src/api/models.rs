@@ -260,3 +260,24 @@ pub struct ClusterStats {
     /// How many times the pub/sub connection was lost and made again since start.
     pub bus_reconnects: u64,
 }
+
+/// Who is present in a topic (`getTopicPresence`).
+#[derive(Debug, Object)]
+pub struct TopicPresence {
+    /// The topic's name.
+    pub topic: String,
+    /// How many subscribed clients have a live socket.
+    pub count: u64,
+    /// Those clients, by name (absent with `count_only`).
+    #[oai(skip_serializing_if_is_none)]
+    pub clients: Option<Vec<PresentClient>>,
+}
+
+/// A subscribed client with live sockets.
+#[derive(Debug, Object)]
+pub struct PresentClient {
+    /// The client's name.
+    pub name: String,
+    /// Its live sockets, on every node together.
+    pub connections: u64,
+}

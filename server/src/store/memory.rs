@@ -2,7 +2,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use async_trait::async_trait;
@@ -12,8 +12,8 @@ use uuid::Uuid;
 use dashmap::{DashMap, Entry};
 
 use super::{
-    Client, ClientId, HistoryEntry, HistoryPage, HistorySettings, Idempotency,
-    MAX_IDEMPOTENCY_KEYS, NewMessage, PeerAddr, Position, Published, Store, StoreError,
+    Client, ClientId, FORGET_SILENT_NODES, HistoryEntry, HistoryPage, HistorySettings, Idempotency,
+    MAX_IDEMPOTENCY_KEYS, NewMessage, PeerAddr, Position, Present, Published, Store, StoreError,
     StoreResult, TopicInfo, TopicSet, generated_name, new_epoch,
 };
 
@@ -156,6 +156,15 @@ pub struct MemoryStore {
     state: RwLock<State>,
     /// Relay id to the peer waiting with it; apart from `state`, so pairing never waits on it.
     relay_waiting: DashMap<String, PeerAddr>,
+    /// Live sockets per node and client, apart from `state`: sockets come and go often.
+    nodes: Mutex<HashMap<Uuid, NodeSockets>>,
+}
+
+/// One node's live sockets, counted while the node is alive.
+#[derive(Default)]
+struct NodeSockets {
+    alive_until: Option<Instant>,
+    clients: HashMap<ClientId, u64>,
 }
 
 impl MemoryStore {
@@ -338,6 +347,58 @@ impl Store for MemoryStore {
     async fn subscriptions(&self, id: ClientId) -> StoreResult<Vec<String>> {
         let state = self.state.read();
         Ok(state.record(id)?.topics.to_vec())
+    }
+
+    async fn sockets_changed(&self, node: Uuid, client: ClientId, delta: i64) -> StoreResult<()> {
+        let mut nodes = self.nodes.lock();
+        let sockets = nodes.entry(node).or_default();
+        let count = sockets.clients.get(&client).copied().unwrap_or(0).saturating_add_signed(delta);
+        if count == 0 {
+            sockets.clients.remove(&client);
+        } else {
+            sockets.clients.insert(client, count);
+        }
+        Ok(())
+    }
+
+    async fn presence(&self, topic: &str) -> StoreResult<Vec<Present>> {
+        let now = Instant::now();
+        let mut connections: HashMap<ClientId, u64> = HashMap::new();
+        {
+            let mut nodes = self.nodes.lock();
+            nodes.retain(|_, sockets| {
+                sockets.alive_until.is_none_or(|until| now < until + FORGET_SILENT_NODES)
+            });
+            let live = nodes
+                .values()
+                .filter(|sockets| sockets.alive_until.is_some_and(|until| until > now));
+            for (client, count) in live.flat_map(|sockets| &sockets.clients) {
+                *connections.entry(*client).or_default() += count;
+            }
+        }
+        let state = self.state.read();
+        let mut present: Vec<Present> = state
+            .topic(topic)?
+            .subscribers
+            .iter()
+            .filter_map(|client| {
+                let connections = *connections.get(client)?;
+                let name = state.clients.get(client)?.name.clone();
+                Some(Present { client: *client, name, connections })
+            })
+            .collect();
+        present.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(present)
+    }
+
+    async fn node_alive(&self, node: Uuid, ttl: Duration) -> StoreResult<()> {
+        self.nodes.lock().entry(node).or_default().alive_until = Some(Instant::now() + ttl);
+        Ok(())
+    }
+
+    async fn node_gone(&self, node: Uuid) -> StoreResult<()> {
+        self.nodes.lock().remove(&node);
+        Ok(())
     }
 
     async fn relay_meet(&self, id: &str, me: PeerAddr) -> StoreResult<Option<PeerAddr>> {

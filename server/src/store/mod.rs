@@ -174,6 +174,19 @@ pub struct HistoryPage {
     pub messages: Vec<HistoryEntry>,
 }
 
+/// A client with live sockets, on nodes that are alive, and subscribed to a topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Present {
+    pub client: ClientId,
+    pub name: String,
+    /// Its live sockets on every node together.
+    pub connections: u64,
+}
+
+/// How long a node that stopped beating is remembered before its socket counts are dropped:
+/// long enough that one back from a pause (a stalled host, a store outage) counts again.
+pub const FORGET_SILENT_NODES: Duration = Duration::from_secs(3600);
+
 /// A new epoch: unique with overwhelming probability.
 pub(crate) fn new_epoch() -> String {
     Uuid::new_v4().simple().to_string()[..16].to_owned()
@@ -257,6 +270,17 @@ pub trait Store: Send + Sync + 'static {
     async fn unsubscribe(&self, id: ClientId, topics: &[String]) -> StoreResult<()>;
     /// The client's topics, sorted.
     async fn subscriptions(&self, id: ClientId) -> StoreResult<Vec<String>>;
+    /// Client `client` has `delta` more (negative: fewer) live sockets on node `node`.
+    async fn sockets_changed(&self, node: Uuid, client: ClientId, delta: i64) -> StoreResult<()>;
+    /// The clients subscribed to an existing topic with live sockets on nodes that are alive,
+    /// sorted by name.
+    async fn presence(&self, topic: &str) -> StoreResult<Vec<Present>>;
+    /// Node `node` is alive for `ttl` more; without another call by then, its sockets stop
+    /// counting (it died without saying so), and after [`FORGET_SILENT_NODES`] more they are
+    /// forgotten.
+    async fn node_alive(&self, node: Uuid, ttl: Duration) -> StoreResult<()>;
+    /// Node `node` stopped: its sockets stop counting now.
+    async fn node_gone(&self, node: Uuid) -> StoreResult<()>;
     /// Relay rendezvous for `id`: takes the peer waiting with it (which then waits no more), or
     /// when none does, makes `me` the one that waits. `me` already waiting: `None`, no change.
     /// At most one peer waits per id, on every node together.

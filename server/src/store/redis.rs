@@ -4,18 +4,23 @@
 //! `P topics` set of topic names; `P topic:<name>` set of subscriber ids; `P meta:<name>` hash of
 //! the topic's epoch, last offset and history settings; `P history:<name>` stream of its kept
 //! messages, each with the id `<ms>-<offset>`; `P idem:<name>:<key>` a publish's idempotency
-//! key (expiring with its window) with its first answer; `P subs:<id>` set of
+//! key (expiring with its window) with its first answer; `P nodes` sorted set of the nodes that count
+//! sockets, scored by when their last heartbeat runs out, `P conns:<node>` hash client id ->
+//! its live sockets on that node; `P subs:<id>` set of
 //! the client's topics; `P relay:<id>` the relay peer waiting with that id. Each change that touches several keys is one Lua script, so it is
 //! atomic: two nodes racing for one name both run `HSETNX`, and exactly one wins. The scripts
 //! derive some keys from the prefix, so they need a single Redis server, not Redis Cluster.
+
+use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::{Script, cmd};
 use uuid::Uuid;
 
 use super::{
-    Client, ClientId, HistoryEntry, HistoryPage, HistorySettings, NewMessage, PeerAddr, Position,
-    Published, Store, StoreError, StoreResult, TopicInfo, generated_name, new_epoch,
+    Client, ClientId, FORGET_SILENT_NODES, HistoryEntry, HistoryPage, HistorySettings, NewMessage,
+    PeerAddr, Position, Present, Published, Store, StoreError, StoreResult, TopicInfo,
+    generated_name, new_epoch,
 };
 use crate::redis_pool::{RedisPool, RedisUnavailable};
 
@@ -173,6 +178,52 @@ if redis.call('SISMEMBER', KEYS[1], ARGV[2]) == 0 then return false end
 return redis.call('SCARD', ARGV[1] .. 'topic:' .. ARGV[2])
 ";
 
+/// Counts a client's sockets on a node (KEYS: the node's conns; ARGV: client, delta); a count
+/// that reaches zero is removed.
+const SOCKETS_CHANGED: &str = r"
+if redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2]) <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
+return 1
+";
+
+/// The clients subscribed to a topic with sockets on live nodes (KEYS: topics, the topic's
+/// subscribers, nodes, clients; ARGV: prefix, topic, forget-after ms). A node is alive until
+/// its score in `nodes` (the time its last heartbeat runs out); one silent for longer than
+/// forget-after is forgotten with its counts. Returns {id, name, connections}..., or nil
+/// without the topic.
+const PRESENCE: &str = r"
+if redis.call('SISMEMBER', KEYS[1], ARGV[2]) == 0 then return false end
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+for _, node in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(ARGV[3]))) do
+  redis.call('DEL', ARGV[1] .. 'conns:' .. node)
+  redis.call('ZREM', KEYS[3], node)
+end
+local live = {}
+for _, node in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. now, '+inf')) do
+  table.insert(live, ARGV[1] .. 'conns:' .. node)
+end
+local present = {}
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  local connections = 0
+  for _, conns in ipairs(live) do
+    connections = connections + (tonumber(redis.call('HGET', conns, id)) or 0)
+  end
+  if connections > 0 then
+    local name = redis.call('HGET', KEYS[4], id)
+    if name then table.insert(present, {id, name, connections}) end
+  end
+end
+return present
+";
+
+/// A node's heartbeat (KEYS: nodes; ARGV: node, ttl ms): alive until now + ttl.
+const NODE_ALIVE: &str = r"
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+return 1
+";
+
 /// Relay rendezvous (KEYS: the id's waiting key; ARGV: me). Returns the waiting peer it took,
 /// or nil when `me` waits now (or already did).
 const RELAY_MEET: &str = r"
@@ -206,6 +257,9 @@ struct Scripts {
     subscriber_count: Script,
     relay_meet: Script,
     relay_leave: Script,
+    sockets_changed: Script,
+    presence: Script,
+    node_alive: Script,
 }
 
 /// Registrations, names, topics and subscriptions in Redis, shared by every node on it.
@@ -248,6 +302,9 @@ impl RedisStore {
                 subscriber_count: Script::new(SUBSCRIBER_COUNT),
                 relay_meet: Script::new(RELAY_MEET),
                 relay_leave: Script::new(RELAY_LEAVE),
+                sockets_changed: Script::new(SOCKETS_CHANGED),
+                presence: Script::new(PRESENCE),
+                node_alive: Script::new(NODE_ALIVE),
             },
             default_history: HistorySettings::default(),
         }
@@ -259,8 +316,12 @@ impl RedisStore {
         self
     }
 
-    fn topic_key(&self, kind: &str, topic: &str) -> String {
-        format!("{}{kind}:{topic}", self.prefix)
+    fn nodes_key(&self) -> String {
+        format!("{}nodes", self.prefix)
+    }
+
+    fn key(&self, kind: &str, name: &str) -> String {
+        format!("{}{kind}:{name}", self.prefix)
     }
 
     /// The ARGV tail of the scripts that give an older topic its history: epoch, size, ttl ms.
@@ -352,7 +413,7 @@ impl Store for RedisStore {
 
     async fn create_topic(&self, name: &str, history: HistorySettings) -> StoreResult<()> {
         let mut invocation = self.scripts.create_topic.key(&self.topics);
-        invocation.key(self.topic_key("meta", name)).key(self.topic_key("history", name));
+        invocation.key(self.key("meta", name)).key(self.key("history", name));
         invocation.arg(name).arg(new_epoch()).arg(history.size);
         invocation.arg(history.ttl.as_millis() as u64);
         let created: bool = self.pool.invoke(&invocation).await?;
@@ -364,7 +425,7 @@ impl Store for RedisStore {
 
     async fn delete_topic(&self, name: &str) -> StoreResult<Vec<ClientId>> {
         let mut invocation = self.scripts.delete_topic.key(&self.topics);
-        invocation.key(self.topic_key("meta", name)).key(self.topic_key("history", name));
+        invocation.key(self.key("meta", name)).key(self.key("history", name));
         invocation.arg(&self.prefix).arg(name);
         let subscribers: Option<Vec<String>> = self.pool.invoke(&invocation).await?;
         let subscribers = subscribers.ok_or_else(|| StoreError::TopicNotFound(name.to_owned()))?;
@@ -395,8 +456,8 @@ impl Store for RedisStore {
     async fn publish(&self, topic: &str, message: NewMessage<'_>) -> StoreResult<Published> {
         let NewMessage { from, data, idempotency } = message;
         let mut invocation = self.scripts.publish.key(&self.topics);
-        invocation.key(self.topic_key("topic", topic));
-        invocation.key(self.topic_key("meta", topic)).key(self.topic_key("history", topic));
+        invocation.key(self.key("topic", topic));
+        invocation.key(self.key("meta", topic)).key(self.key("history", topic));
         let key = idempotency.map_or("", |idempotency| idempotency.key);
         invocation.key(format!("{}idem:{topic}:{key}", self.prefix));
         invocation.arg(topic).arg(if from.is_some() { "1" } else { "0" });
@@ -417,7 +478,7 @@ impl Store for RedisStore {
 
     async fn history(&self, topic: &str, since: u64, limit: usize) -> StoreResult<HistoryPage> {
         let mut invocation = self.scripts.history.key(&self.topics);
-        invocation.key(self.topic_key("meta", topic)).key(self.topic_key("history", topic));
+        invocation.key(self.key("meta", topic)).key(self.key("history", topic));
         invocation.arg(topic).arg(since).arg(limit);
         self.default_history_args(&mut invocation);
         type Entry = (u64, String, String, String);
@@ -450,6 +511,43 @@ impl Store for RedisStore {
         let mut topics = topics.ok_or(StoreError::UnknownClient)?;
         topics.sort();
         Ok(topics)
+    }
+
+    async fn sockets_changed(&self, node: Uuid, client: ClientId, delta: i64) -> StoreResult<()> {
+        let mut invocation = self.scripts.sockets_changed.key(self.key("conns", &node.to_string()));
+        invocation.arg(client.to_string()).arg(delta);
+        let _: u8 = self.pool.invoke(&invocation).await?;
+        Ok(())
+    }
+
+    async fn presence(&self, topic: &str) -> StoreResult<Vec<Present>> {
+        let mut invocation = self.scripts.presence.key(&self.topics);
+        invocation.key(self.key("topic", topic)).key(self.nodes_key()).key(&self.clients);
+        invocation.arg(&self.prefix).arg(topic).arg(FORGET_SILENT_NODES.as_millis() as u64);
+        let answer: Option<Vec<(String, String, u64)>> = self.pool.invoke(&invocation).await?;
+        let answer = answer.ok_or_else(|| StoreError::TopicNotFound(topic.to_owned()))?;
+        let mut present: Vec<Present> = answer
+            .into_iter()
+            .filter_map(|(id, name, connections)| {
+                Some(Present { client: Uuid::parse_str(&id).ok()?, name, connections })
+            })
+            .collect();
+        present.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(present)
+    }
+
+    async fn node_alive(&self, node: Uuid, ttl: Duration) -> StoreResult<()> {
+        let mut invocation = self.scripts.node_alive.key(self.nodes_key());
+        invocation.arg(node.to_string()).arg(ttl.as_millis() as u64);
+        let _: u8 = self.pool.invoke(&invocation).await?;
+        Ok(())
+    }
+
+    async fn node_gone(&self, node: Uuid) -> StoreResult<()> {
+        let node = node.to_string();
+        let _: u64 = self.pool.query(cmd("ZREM").arg(self.nodes_key()).arg(&node)).await?;
+        let _: u64 = self.pool.query(cmd("DEL").arg(self.key("conns", &node))).await?;
+        Ok(())
     }
 
     async fn relay_meet(&self, id: &str, me: PeerAddr) -> StoreResult<Option<PeerAddr>> {

@@ -86,6 +86,8 @@ impl ClientSession {
     pub fn end(self, slow: bool, ctx: &Ctx) {
         let hub = &ctx.node.hub;
         hub.detach(self.client, self.conn);
+        let (node, client) = (ctx.node.clone(), self.client);
+        ctx.tasks.spawn(async move { node.disconnected(client).await });
         if slow {
             hub.stats.slow_consumer_closes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
