@@ -265,16 +265,28 @@ pub fn app(
     }
     let swagger_ui = crate::page::swagger_ui(api.swagger_ui_html(), prefix);
     let spec = api.spec_endpoint();
+    // Every route but the API's, which the spec lists: the methods a 405 names in `Allow`.
+    let mut other_routes = vec![
+        "/",
+        "/ws/{id}",
+        "/assets/{file}",
+        "/favicon.svg",
+        "/favicon.ico",
+        "/openapi.json",
+        "/docs",
+    ];
     let mut route = Route::new()
         .at("/ws/:id", get(ws::upgrade))
         .at("/assets/:file", get(crate::page::asset))
         .at("/favicon.svg", get(crate::page::favicon))
         .at("/favicon.ico", get(crate::page::favicon))
-        .at("/openapi.json", spec)
-        .nest("/docs", swagger_ui);
+        .at("/openapi.json", get(spec))
+        .nest("/docs", get(swagger_ui));
     if !config.no_relay {
         route = route.at("/relay/:id", get(ws::relay_upgrade));
+        other_routes.push("/relay/{id}");
     }
+    let allowed = Arc::new(AllowedMethods::new(&api.spec(), &other_routes, prefix));
     let route = route.nest("/", api);
     let route = if prefix.is_empty() { route } else { Route::new().nest(prefix, route) };
     let prefix_root: Arc<str> = Arc::from(prefix);
@@ -293,7 +305,7 @@ pub fn app(
         .around(same_origin_is_not_cross_origin)
         .around(move |next, req| slash_after_prefix(next, req, prefix_root.clone()))
         .around(move |next, req| limit_body(next, req, body_limit))
-        .around(move |next, req| request_span(next, req, metrics.clone()))
+        .around(move |next, req| request_span(next, req, metrics.clone(), allowed.clone()))
         .catch_all_error(|err| async move { error_response(err) })
 }
 
@@ -383,7 +395,10 @@ async fn request_span<E: Endpoint>(
     next: E,
     req: Request,
     metrics: Arc<Metrics>,
+    allowed: Arc<AllowedMethods>,
 ) -> poem::Result<Response> {
+    // Kept for a 405, which must say what the resource allows (RFC 9110 15.5.6).
+    let allow = allowed.for_path(req.uri().path());
     let request_id = match req.header(REQUEST_ID) {
         Some(id) if (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic()) => {
             id.to_owned()
@@ -407,6 +422,11 @@ async fn request_span<E: Endpoint>(
             response
         }
     };
+    if response.status() == StatusCode::METHOD_NOT_ALLOWED
+        && let Some(allow) = allow.and_then(|allow| HeaderValue::from_str(&allow).ok())
+    {
+        response.headers_mut().insert(header::ALLOW, allow);
+    }
     let operation = response.data::<OperationId>().map_or("other", |operation| operation.0);
     let (status, took) = (response.status().as_u16(), started.elapsed());
     metrics.request(operation, status, took);
@@ -416,6 +436,56 @@ async fn request_span<E: Endpoint>(
     let elapsed_us = took.as_micros() as u64;
     span.in_scope(|| tracing::debug!(status, elapsed_us, "request"));
     Ok(response)
+}
+
+/// The methods each route answers, for the `Allow` header of a 405: the API's from its spec,
+/// the others' (all GET) as listed; GET implies HEAD.
+struct AllowedMethods {
+    prefix: String,
+    /// Route templates split at `/` (`{name}` matches any one segment), with their methods.
+    routes: Vec<(Vec<String>, String)>,
+}
+
+impl AllowedMethods {
+    fn new(spec: &str, get_routes: &[&str], prefix: &str) -> Self {
+        let spec: serde_json::Value = serde_json::from_str(spec).unwrap_or_default();
+        let mut routes: Vec<(String, Vec<String>)> =
+            get_routes.iter().map(|path| (path.to_string(), vec!["GET".to_owned()])).collect();
+        if let Some(paths) = spec["paths"].as_object() {
+            for (path, operations) in paths {
+                let methods = operations
+                    .as_object()
+                    .map(|ops| ops.keys().map(|m| m.to_uppercase()).collect());
+                routes.push((path.clone(), methods.unwrap_or_default()));
+            }
+        }
+        let routes = routes
+            .into_iter()
+            .map(|(path, mut methods)| {
+                if methods.iter().any(|m| m == "GET") {
+                    methods.push("HEAD".to_owned());
+                }
+                methods.sort();
+                let segments = path.split('/').map(str::to_owned).collect();
+                (segments, methods.join(", "))
+            })
+            .collect();
+        AllowedMethods { prefix: prefix.to_owned(), routes }
+    }
+
+    /// The `Allow` value for a request to `path`, when a route matches it.
+    fn for_path(&self, path: &str) -> Option<String> {
+        let path = path.strip_prefix(self.prefix.as_str()).unwrap_or(path);
+        let path = if path.is_empty() { "/" } else { path };
+        let segments: Vec<&str> = path.split('/').collect();
+        self.routes.iter().find_map(|(template, methods)| {
+            let matches = template.len() == segments.len()
+                && template.iter().zip(&segments).all(|(expected, got)| {
+                    expected == got || (expected.starts_with('{') && !got.is_empty())
+                });
+            matches.then(|| methods.clone())
+        })
+    }
 }
 
 fn redact_ids(path: &str) -> String {
