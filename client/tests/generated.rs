@@ -47,7 +47,7 @@ async fn the_generated_client_drives_every_operation() {
     let message = types::SendRequest {
         id: Some(alice.id),
         message: json!({"goal": 1}),
-        idempotency_key: Some("goal-1".into()),
+        idempotency_key: Some("goal-1".parse().unwrap()),
     };
     let sent = api.publish("sports", &message).await.unwrap().into_inner();
     assert_eq!((sent.recipients, sent.offset), (1, Some(1)));
@@ -59,7 +59,7 @@ async fn the_generated_client_drives_every_operation() {
     assert_eq!(history.messages[0].data, json!({"goal": 1}));
     let missing_topic = ClientError::from(api.publish("nope", &message).await.unwrap_err());
     assert!(matches!(&missing_topic, ClientError::Server(e) if e.error == "topic_not_found"));
-    let anonymous = types::SendRequest { id: None, message: json!(null), idempotency_key: None };
+    let anonymous = types::BroadcastRequest { id: None, message: json!(null) };
     assert_eq!(api.broadcast(&anonymous).await.unwrap().into_inner().recipients, 1);
 
     let topics = api.list_topics().await.expect("lists").into_inner();

@@ -224,17 +224,16 @@ async fn run(cli: &Cli) -> Result<ExitCode, Failure> {
             let body = types::SendRequest {
                 id: *id,
                 message: message_value(message),
-                idempotency_key: idempotency_key.clone(),
+                idempotency_key: match idempotency_key {
+                    Some(key) => Some(key.parse().map_err(|err| Failure::Other(format!("{err}")))?),
+                    None => None,
+                },
             };
             let sent = api.publish(topic, &body).await?.into_inner();
             out.print(&sent, || format!("published to {} recipient(s)", sent.recipients));
         }
         Command::Broadcast { message, id } => {
-            let body = types::SendRequest {
-                id: *id,
-                message: message_value(message),
-                idempotency_key: None,
-            };
+            let body = types::BroadcastRequest { id: *id, message: message_value(message) };
             let sent = api.broadcast(&body).await?.into_inner();
             out.print(&sent, || format!("broadcast to {} recipient(s)", sent.recipients));
         }

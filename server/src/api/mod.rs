@@ -198,9 +198,11 @@ impl Api {
     async fn broadcast(
         &self,
         api_key: ApiKeyOrSender,
-        body: Json<SendRequest>,
+        body: Json<BroadcastRequest>,
     ) -> ApiResult<Json<Recipients>, BroadcastErrors> {
-        self.send(api_key.as_deref(), body.0, Target::Broadcast).await
+        let BroadcastRequest { id, message } = body.0;
+        let body = SendRequest { id, message, idempotency_key: None };
+        self.send(api_key.as_deref(), body, Target::Broadcast).await
     }
 
     /// Publish to a topic's subscribers
@@ -297,8 +299,9 @@ impl Api {
         &self,
         /// The topic's name.
         name: Path<String>,
-        /// Messages after this offset (0: from the oldest kept).
-        #[oai(default)]
+        /// Messages after this offset (0: from the oldest kept). At most 2^53-1, which every
+        /// JSON client reads exactly; offsets never get that far.
+        #[oai(default, validator(minimum(value = "0"), maximum(value = "9007199254740991")))]
         since: Query<u64>,
         /// The epoch `since` belongs to; a different one makes the answer incomplete.
         epoch: Query<Option<String>>,

@@ -15,7 +15,9 @@ use crate::store::{NAME_PATTERN, NAME_RULE, valid_name};
 /// The body of `register`.
 #[derive(Debug, Object)]
 pub struct RegisterRequest {
-    /// Unique client name, 1-64 of `A-Za-z0-9_.-`. Absent: the server assigns a unique one.
+    /// Unique client name, 1-64 of `A-Za-z0-9_.-`. Absent or null: the server assigns a unique
+    /// one.
+    #[oai(nullable)]
     pub name: Option<Name>,
 }
 
@@ -41,17 +43,30 @@ pub struct Unregistered {
     pub closed_connections: u64,
 }
 
-/// The body of `broadcast` and `publish`.
+/// The body of `publish`.
 #[derive(Debug, Object)]
 pub struct SendRequest {
-    /// Sender id. Without it the X-Api-Key header is required and `from` is null.
+    /// Sender id. Without it (or null) the X-Api-Key header is required and `from` is null.
+    #[oai(nullable)]
     pub id: Option<Uuid>,
     /// Any JSON value (null included); delivered as the `data` of each message frame.
     pub message: Message,
     /// Publish at most once: the same key on the same topic within the server's
     /// `--idempotency-window` (default 2 min) publishes nothing and answers as the first time,
-    /// on every node. 1-128 of `A-Za-z0-9_.:-`. Not for a broadcast (400).
+    /// on every node. 1-128 of `A-Za-z0-9_.:-`.
+    // The pattern is the relay id's rule (`relay::ID_RULE`), which the node checks too.
+    #[oai(nullable, validator(pattern = "^[A-Za-z0-9_.:-]{1,128}$"))]
     pub idempotency_key: Option<String>,
+}
+
+/// The body of `broadcast`.
+#[derive(Debug, Object)]
+pub struct BroadcastRequest {
+    /// Sender id. Without it (or null) the X-Api-Key header is required and `from` is null.
+    #[oai(nullable)]
+    pub id: Option<Uuid>,
+    /// Any JSON value (null included); delivered as the `data` of each message frame.
+    pub message: Message,
 }
 
 /// A message: any JSON value, null included. Unlike a plain `serde_json::Value` field, a
@@ -178,12 +193,13 @@ pub struct Topic {
 pub struct CreateTopicRequest {
     /// 1-64 of `A-Za-z0-9_.-`.
     pub name: Name,
-    /// Messages the topic keeps for clients that catch up (0: none). Absent: the server's
-    /// `--history-size`.
-    #[oai(validator(maximum(value = "100000")))]
+    /// Messages the topic keeps for clients that catch up (0: none). Absent or null: the
+    /// server's `--history-size`.
+    #[oai(nullable, validator(minimum(value = "0"), maximum(value = "100000")))]
     pub history_size: Option<u32>,
-    /// Seconds the topic keeps a message (0: none). Absent: the server's `--history-ttl`.
-    #[oai(validator(maximum(value = "604800")))]
+    /// Seconds the topic keeps a message (0: none). Absent or null: the server's
+    /// `--history-ttl`.
+    #[oai(nullable, validator(minimum(value = "0"), maximum(value = "604800")))]
     pub history_ttl_seconds: Option<u64>,
 }
 
