@@ -25,6 +25,40 @@ pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
 pub const SERVER_CLOSE_CODES: [u16; 8] =
     [1001, 1002, 1007, 1009, 1013, CLOSE_UNREGISTERED, CLOSE_PING_TIMEOUT, CLOSE_SLOW_CONSUMER];
 
+/// The deepest nesting of arrays and objects a message may have: what serde_json's limit (128
+/// for a whole document) leaves a message inside the HTTP body's object, so a message refused
+/// over HTTP is refused over a socket too, and no recipient has to parse deeper.
+pub const MAX_NESTING: usize = 127;
+
+/// Whether `json` (valid JSON text) nests arrays and objects at most `limit` deep. A byte scan:
+/// no recursion, whatever the depth.
+pub fn nesting_within(json: &str, limit: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for byte in json.bytes() {
+        if in_string {
+            match (escaped, byte) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return false;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    true
+}
+
 /// A frame a client sends. `reference` is the optional `ref` echoed by the ack or error answer.
 #[derive(Debug, Clone)]
 #[cfg_attr(
@@ -107,6 +141,15 @@ impl<'a> ClientFrame<'a> {
             reference: None,
         })?;
         let reference = wire.reference;
+        if let Some(data) = wire.data
+            && !nesting_within(data.get(), MAX_NESTING)
+        {
+            return Err(FrameError {
+                code: "malformed_frame",
+                message: format!("`data` nests deeper than {MAX_NESTING} arrays or objects"),
+                reference,
+            });
+        }
         let missing = |field: &str, kind: &str| FrameError {
             code: "malformed_frame",
             message: format!("a `{kind}` frame needs `{field}`"),
@@ -304,6 +347,21 @@ mod tests {
         assert_eq!(e.code, "unknown_frame");
         let e = ClientFrame::parse(r#"{"topics":[]}"#).unwrap_err();
         assert!(e.message.contains("type"));
+    }
+
+    #[test]
+    fn nesting_is_counted_outside_strings_only() {
+        assert!(nesting_within(r#"{"a":[1,{"b":[]}]}"#, 4));
+        assert!(!nesting_within(r#"{"a":[1,{"b":[]}]}"#, 3));
+        assert!(nesting_within(r#"["[[[[", "\"[[["]"#, 1), "brackets in strings do not count");
+        let deep = format!("{}{}", "[".repeat(MAX_NESTING + 1), "]".repeat(MAX_NESTING + 1));
+        assert!(
+            !nesting_within(&deep, MAX_NESTING)
+                && nesting_within(&deep[1..deep.len() - 1], MAX_NESTING)
+        );
+        let frame = format!(r#"{{"type":"broadcast","data":{deep},"ref":4}}"#);
+        let err = ClientFrame::parse(&frame).unwrap_err();
+        assert_eq!((err.code, err.reference.map(RawValue::get)), ("malformed_frame", Some("4")));
     }
 
     #[test]

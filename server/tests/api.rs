@@ -321,15 +321,7 @@ async fn request_bodies_are_bounded() {
 
     let chunks = (0..100).map(|_| Ok::<_, std::io::Error>(vec![b' '; 1024]));
     let streamed = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
-    let response = server
-        .http
-        .post(server.url("/broadcast"))
-        .header("X-Api-Key", KEY)
-        .header("content-type", "application/json")
-        .body(streamed)
-        .send()
-        .await
-        .unwrap();
+    let response = server.post_raw("/broadcast", streamed).await;
     assert_eq!(response.status(), 400, "a streamed body is cut off at the limit");
     let body: Value = response.json().await.unwrap();
     assert!(body["message"].as_str().unwrap().contains("over"), "{body}");
@@ -363,4 +355,29 @@ async fn a_path_prefix_mounts_every_route_under_it() {
     }
     let asset = server.http.get(server.url("/x/assets/switchboard_wasm_client.js"));
     assert_eq!(asset.send().await.unwrap().status(), 200);
+}
+
+/// A message nested 100,000 deep is refused as a bad request, over HTTP and over a socket, and
+/// the server goes on serving (no stack overflow): JSON is read with a depth limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_nested_too_deep_is_refused_and_nothing_else_is_disturbed() {
+    let server = TestServer::start_with(|config| config.max_message_bytes = 1 << 20).await;
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let body = format!(r#"{{"message": {deep}}}"#);
+    let response = server.post_raw("/topics/news/publish", body).await;
+    assert_eq!(response.status(), 400);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["error"], "bad_request", "{answer}");
+
+    let (id, mut ws) = server.client("deep").await;
+    let frame = format!(r#"{{"type":"publish","topic":"news","data":{deep},"ref":1}}"#);
+    support::send_text(&mut ws, &frame).await;
+    let event = support::next_event(&mut ws).await;
+    let ServerEvent::Error { error, .. } = event else { panic!("an error frame, got {event:?}") };
+    assert_eq!(error, "malformed_frame");
+    support::send_json(&mut ws, json!({"type": "ping", "ref": 2})).await;
+    assert_eq!(support::next_event(&mut ws).await, ServerEvent::Ack { reference: Some(json!(2)) });
+    let (status, _) =
+        server.post("/topics/news/publish", Some(KEY), json!({"id": id, "message": 1})).await;
+    assert_eq!(status, 200, "still serving");
 }

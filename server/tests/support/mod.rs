@@ -100,6 +100,13 @@ impl TestServer {
         (status, value)
     }
 
+    /// POSTs `body` as it is (JSON content type, the API key), for bodies `post` cannot build.
+    pub async fn post_raw(&self, path: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
+        let request = self.http.post(self.url(path)).header("X-Api-Key", KEY);
+        let request = request.header("content-type", "application/json").body(body);
+        request.send().await.expect("request is answered")
+    }
+
     pub async fn post(&self, path: &str, key: Option<&str>, body: Value) -> (u16, Value) {
         self.call(reqwest::Method::POST, path, key, Some(body)).await
     }
@@ -303,7 +310,11 @@ pub async fn assert_silent(ws: &mut Ws, window: Duration) {
 }
 
 pub async fn send_json(ws: &mut Ws, value: Value) {
-    ws.send(Message::text(value.to_string())).await.expect("send");
+    send_text(ws, &value.to_string()).await;
+}
+
+pub async fn send_text(ws: &mut Ws, text: &str) {
+    ws.send(Message::text(text)).await.expect("send");
 }
 
 /// A message frame without a position (see [`next_event`]).
