@@ -54,6 +54,12 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_IDEMPOTENCY_WINDOW", default_value = "2m", value_parser = parse_ttl)]
     pub idempotency_window: Duration,
 
+    /// Sockets (client WebSockets and relay peers) this node holds at most; past it a handshake
+    /// answers 503 and nothing else is disturbed. 0: the open-file limit less 256 kept for HTTP,
+    /// Redis and files.
+    #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS", default_value_t = 0)]
+    pub max_connections: u32,
+
     /// Frames that may wait for one slow connection before it is closed with 4008.
     #[arg(long, env = "SWITCHBOARD_SEND_QUEUE", default_value_t = 1024,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]

@@ -161,6 +161,7 @@ async fn launch(
     let direct_sockets = tls.is_none().then(|| Arc::new(DirectSockets::default()));
     let mut settings = WsSettings {
         max_message_bytes,
+        max_connections: max_connections(&config),
         send_queue: config.send_queue as usize,
         shutdown: shutdown.clone(),
         tasks: TaskTracker::new(),
@@ -307,6 +308,16 @@ pub fn app(
         .around(move |next, req| limit_body(next, req, body_limit))
         .around(move |next, req| request_span(next, req, metrics.clone(), allowed.clone()))
         .catch_all_error(|err| async move { error_response(err) })
+}
+
+/// `--max-connections`, or when 0 the open-file limit less what HTTP requests, Redis and files
+/// need (every socket is a file; past the limit, accepting fails without an answer).
+fn max_connections(config: &Config) -> usize {
+    if config.max_connections > 0 {
+        return config.max_connections as usize;
+    }
+    let files = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft);
+    (files.saturating_sub(256) as usize).max(64)
 }
 
 /// What a topic keeps unless `createTopic` says otherwise.

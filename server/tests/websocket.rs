@@ -454,3 +454,40 @@ async fn a_close_from_the_client_is_answered_with_its_code() {
     ws.close(Some(close)).await.unwrap();
     assert_eq!(close_code(&mut ws).await, Some(4321));
 }
+
+/// `--max-connections`: past it a handshake (client or relay) answers 503 with the JSON error,
+/// the sockets held are not disturbed, and a freed place can be taken again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_holds_at_most_its_maximum_of_connections() {
+    let server = TestServer::start_with(|config| config.max_connections = 2).await;
+    let (id, mut first) = server.client("alice").await;
+    let mut peer = try_connect(&server.relay_url("room"), &[]).await.expect("a relay peer fits");
+    assert_eq!(try_connect(&server.ws_url(&id), &[]).await.err(), Some(503), "a third socket");
+    assert_eq!(try_connect(&server.relay_url("room"), &[]).await.err(), Some(503), "a third peer");
+    let handshake = server
+        .http
+        .get(server.ws_url(&id).replacen("ws", "http", 1))
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==");
+    let response = handshake.send().await.unwrap();
+    assert_eq!(response.status(), 503);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert!(body["message"].as_str().unwrap().contains("maximum of 2"), "{body}");
+
+    // The sockets held go on as before.
+    send_json(&mut first, json!({"type": "ping", "ref": 1})).await;
+    assert_eq!(next_event(&mut first).await, ServerEvent::Ack { reference: Some(json!(1)) });
+    let _ = peer.close(None).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match try_connect(&server.ws_url(&id), &[]).await {
+            Ok(_) => break,
+            Err(503) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(status) => panic!("the freed place is not taken: {status}"),
+        }
+    }
+}

@@ -40,6 +40,8 @@ pub struct Ctx {
 #[derive(Clone)]
 pub struct WsSettings {
     pub max_message_bytes: usize,
+    /// Sockets this node holds at most (client and relay); a handshake past it answers 503.
+    pub max_connections: usize,
     /// Frames that may wait for one socket before it is closed as a slow consumer.
     pub send_queue: usize,
     /// Cancelled at shutdown: every socket closes with 1001 (see
@@ -52,6 +54,20 @@ pub struct WsSettings {
     pub direct_sockets: Option<Arc<DirectSockets>>,
     /// The readiness loops that serve plain-TCP sockets (none with TLS).
     pub loops: Option<Arc<Loops>>,
+}
+
+/// Refuses (503) a handshake when the node holds its maximum of sockets. Checked before the
+/// upgrade, so a refused client gets an answer it can read; handshakes racing for the last
+/// place may pass it together, by at most their number.
+pub(crate) fn room_for_a_socket(node: &Node, settings: &WsSettings) -> Result<(), AppError> {
+    let held = node.hub.connection_count() + node.relay.peer_count();
+    if held >= settings.max_connections {
+        let max = settings.max_connections;
+        return Err(AppError::Unavailable(format!(
+            "this node holds its maximum of {max} connections; try again later or another node"
+        )));
+    }
+    Ok(())
 }
 
 impl WsSettings {
@@ -71,6 +87,7 @@ pub async fn upgrade(
     settings: Data<&WsSettings>,
 ) -> poem::Result<Response> {
     handshake::handshake_key(req)?;
+    room_for_a_socket(&node, &settings)?;
     let id = Uuid::parse_str(&id).map_err(|_| AppError::Forbidden("unknown client id"))?;
     let client = node
         .store

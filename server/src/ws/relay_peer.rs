@@ -60,6 +60,7 @@ pub async fn upgrade(
         let why = if query.key.is_none() { "missing relay key" } else { "invalid relay key" };
         return Err(AppError::Forbidden(why).into());
     }
+    super::room_for_a_socket(&node, &settings)?;
     node.bus.check().map_err(AppError::from)?;
     let ctx = settings.ctx(&node);
     let settings = settings.clone();
