@@ -41,7 +41,8 @@ async fn the_generated_client_drives_every_operation() {
     };
     let topic = api.create_topic(&created).await.expect("creates").into_inner();
     assert_eq!((topic.name.as_str(), topic.subscribers), ("sports", 0));
-    let subscription = types::SubscriptionRequest { id: alice.id, topics: vec!["sports".into()] };
+    let subscription =
+        types::SubscriptionRequest { id: alice.id, topics: vec!["sports".parse().unwrap()] };
     api.subscribe(&subscription).await.expect("subscribes");
 
     let message = types::SendRequest {

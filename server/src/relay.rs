@@ -280,6 +280,8 @@ fn decode(origin: Uuid, message: &[u8]) -> Option<(u64, RelayItem)> {
 
 /// What a relay id may be, in words.
 pub const ID_RULE: &str = "1-128 of A-Za-z0-9_.:-";
+/// [`ID_RULE`] as a pattern (the OpenAPI spec).
+pub const ID_PATTERN: &str = "^[A-Za-z0-9_.:-]{1,128}$";
 
 /// Whether `id` names a relay rendezvous: [`ID_RULE`].
 pub fn valid_id(id: &str) -> bool {

@@ -168,4 +168,8 @@ async fn an_idempotency_key_publishes_once_over_http_and_websocket() {
         .post("/topics/news/publish", Some(KEY), json!({"message": 1, "idempotency_key": "a b"}))
         .await;
     assert_eq!(status, 400, "a key outside the rule");
+    let (status, _) = server
+        .post("/topics/news/publish", Some(KEY), json!({"message": 1, "idempotency_key": 5}))
+        .await;
+    assert_eq!(status, 400, "a key that is not a string (poem-openapi would coerce it)");
 }

@@ -150,7 +150,7 @@ async fn run(cli: &Cli) -> Result<ExitCode, Failure> {
     match &cli.command {
         Command::Register { name } => {
             let name = match name {
-                Some(name) => Some(name.parse().map_err(|err| Failure::Other(format!("{err}")))?),
+                Some(name) => Some(checked(name)?),
                 None => None,
             };
             let client = api.register(&types::RegisterRequest { name }).await?.into_inner();
@@ -176,7 +176,7 @@ async fn run(cli: &Cli) -> Result<ExitCode, Failure> {
             });
         }
         Command::CreateTopic { name, history_size, history_ttl_seconds } => {
-            let name = name.parse().map_err(|err| Failure::Other(format!("{err}")))?;
+            let name = checked(name)?;
             let body = types::CreateTopicRequest {
                 name,
                 history_size: *history_size,
@@ -210,7 +210,7 @@ async fn run(cli: &Cli) -> Result<ExitCode, Failure> {
             out.print(&topic, || format!("deleted topic {}", topic.name));
         }
         Command::Subscribe { id, topics } | Command::Unsubscribe { id, topics } => {
-            let body = types::SubscriptionRequest { id: *id, topics: topics.clone() };
+            let body = subscription(*id, topics)?;
             let subscribing = matches!(cli.command, Command::Subscribe { .. });
             if subscribing {
                 api.subscribe(&body).await?;
@@ -225,7 +225,7 @@ async fn run(cli: &Cli) -> Result<ExitCode, Failure> {
                 id: *id,
                 message: message_value(message),
                 idempotency_key: match idempotency_key {
-                    Some(key) => Some(key.parse().map_err(|err| Failure::Other(format!("{err}")))?),
+                    Some(key) => Some(checked(key)?),
                     None => None,
                 },
             };
@@ -264,6 +264,19 @@ async fn run(cli: &Cli) -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A value the spec constrains (a name, a key), checked as the generated type parses it.
+fn checked<T: std::str::FromStr>(text: &str) -> Result<T, Failure>
+where
+    T::Err: std::fmt::Display,
+{
+    text.parse().map_err(|err| Failure::Other(format!("`{text}`: {err}")))
+}
+
+fn subscription(id: Uuid, topics: &[String]) -> Result<types::SubscriptionRequest, Failure> {
+    let topics = topics.iter().map(|topic| checked(topic)).collect::<Result<_, _>>()?;
+    Ok(types::SubscriptionRequest { id, topics })
+}
+
 /// A message argument: JSON when it parses, else the text as a JSON string.
 fn message_value(message: &str) -> Value {
     serde_json::from_str(message).unwrap_or_else(|_| Value::String(message.to_owned()))
@@ -300,7 +313,7 @@ async fn listen(
     out: Output,
 ) -> Result<ExitCode, Failure> {
     if !topics.is_empty() {
-        api.subscribe(&types::SubscriptionRequest { id, topics: topics.to_vec() }).await?;
+        api.subscribe(&subscription(id, topics)?).await?;
     }
     let (socket, mut events) = Socket::connect(&ws_url(base, &id.to_string()));
     loop {

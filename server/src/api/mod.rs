@@ -148,6 +148,10 @@ impl Api {
     }
 }
 
+fn topic_names(topics: Vec<Name>) -> Vec<String> {
+    topics.into_iter().map(|Name(name)| name).collect()
+}
+
 /// The message of a send request, encoded once.
 fn message_json(message: &Message) -> Result<Box<RawValue>, AppError> {
     to_raw_value(&message.0).map_err(|err| AppError::BadRequest(err.to_string()))
@@ -228,7 +232,7 @@ impl Api {
         &self,
         body: Json<SubscriptionRequest>,
     ) -> ApiResult<Accepted, SubscriptionErrors> {
-        let result = self.node.subscribe(body.0.id, body.0.topics).await;
+        let result = self.node.subscribe(body.0.id, topic_names(body.0.topics)).await;
         result.map_err(AppError::unknown_client_forbidden)?;
         Ok(Accepted::Accepted)
     }
@@ -244,7 +248,7 @@ impl Api {
         &self,
         body: Json<SubscriptionRequest>,
     ) -> ApiResult<Accepted, SubscriptionErrors> {
-        let result = self.node.unsubscribe(body.0.id, body.0.topics).await;
+        let result = self.node.unsubscribe(body.0.id, topic_names(body.0.topics)).await;
         result.map_err(AppError::unknown_client_forbidden)?;
         Ok(Accepted::Accepted)
     }
@@ -446,7 +450,7 @@ impl Api {
         let sender = self.node.sender(api_key, body.id).await?;
         let data = message_json(&body.message)?;
         let from = sender.as_ref().map(|client| client.name.as_str());
-        let key = body.idempotency_key.as_deref();
+        let key = body.idempotency_key.as_ref().map(|key| key.0.as_str());
         let sent = self.node.publish(from, target, &data, key).await?;
         let (offset, epoch) = match sent.position {
             Some(position) => (Some(position.offset), Some(position.epoch)),

@@ -10,7 +10,10 @@ use poem_openapi::{
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::store::{NAME_PATTERN, NAME_RULE, valid_name};
+use crate::{
+    relay::{ID_PATTERN, ID_RULE, valid_id},
+    store::{NAME_PATTERN, NAME_RULE, valid_name},
+};
 
 /// The body of `register`.
 #[derive(Debug, Object)]
@@ -54,9 +57,8 @@ pub struct SendRequest {
     /// Publish at most once: the same key on the same topic within the server's
     /// `--idempotency-window` (default 2 min) publishes nothing and answers as the first time,
     /// on every node. 1-128 of `A-Za-z0-9_.:-`.
-    // The pattern is the relay id's rule (`relay::ID_RULE`), which the node checks too.
-    #[oai(nullable, validator(pattern = "^[A-Za-z0-9_.:-]{1,128}$"))]
-    pub idempotency_key: Option<String>,
+    #[oai(nullable)]
+    pub idempotency_key: Option<IdempotencyKey>,
 }
 
 /// The body of `broadcast`.
@@ -108,52 +110,69 @@ impl ToJSON for Message {
     }
 }
 
-/// A client or topic name, checked as it is parsed; the spec shows the store's
-/// [`NAME_PATTERN`], so the rule is written once.
-#[derive(Debug, Clone)]
-pub struct Name(pub String);
+/// A string checked as it is parsed (a JSON string, nothing poem-openapi would coerce into
+/// one), whose schema shows the rule's pattern, so each rule is written once:
+/// `checked_string!(Type, PATTERN, RULE, valid, "what it is")`.
+macro_rules! checked_string {
+    ($(#[$meta:meta])* $name:ident, $pattern:expr, $rule:expr, $valid:path, $what:literal) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone)]
+        pub struct $name(pub String);
 
-impl Type for Name {
-    const IS_REQUIRED: bool = true;
-    type RawValueType = String;
-    type RawElementValueType = String;
+        impl Type for $name {
+            const IS_REQUIRED: bool = true;
+            type RawValueType = String;
+            type RawElementValueType = String;
 
-    fn name() -> Cow<'static, str> {
-        "string".into()
-    }
-
-    fn schema_ref() -> MetaSchemaRef {
-        let schema =
-            MetaSchema { pattern: Some(NAME_PATTERN.to_owned()), ..MetaSchema::new("string") };
-        MetaSchemaRef::Inline(Box::new(schema))
-    }
-
-    fn as_raw_value(&self) -> Option<&String> {
-        Some(&self.0)
-    }
-
-    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a String> + 'a> {
-        Box::new(self.as_raw_value().into_iter())
-    }
-}
-
-impl ParseFromJSON for Name {
-    fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
-        match value {
-            Some(Value::String(name)) if valid_name(&name) => Ok(Name(name)),
-            Some(Value::String(name)) => {
-                Err(ParseError::custom(format!("a name is {NAME_RULE} (got `{name}`)")))
+            fn name() -> Cow<'static, str> {
+                "string".into()
             }
-            _ => Err(ParseError::expected_type(value.unwrap_or_default())),
+
+            fn schema_ref() -> MetaSchemaRef {
+                let schema =
+                    MetaSchema { pattern: Some($pattern.to_owned()), ..MetaSchema::new("string") };
+                MetaSchemaRef::Inline(Box::new(schema))
+            }
+
+            fn as_raw_value(&self) -> Option<&String> {
+                Some(&self.0)
+            }
+
+            fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a String> + 'a> {
+                Box::new(self.as_raw_value().into_iter())
+            }
         }
-    }
+
+        impl ParseFromJSON for $name {
+            fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
+                match value {
+                    Some(Value::String(text)) if $valid(&text) => Ok($name(text)),
+                    Some(Value::String(text)) => Err(ParseError::custom(format!(
+                        "{} is {} (got `{text}`)",
+                        $what, $rule
+                    ))),
+                    _ => Err(ParseError::expected_type(value.unwrap_or_default())),
+                }
+            }
+        }
+
+        impl ToJSON for $name {
+            fn to_json(&self) -> Option<Value> {
+                Some(Value::String(self.0.clone()))
+            }
+        }
+    };
 }
 
-impl ToJSON for Name {
-    fn to_json(&self) -> Option<Value> {
-        Some(Value::String(self.0.clone()))
-    }
-}
+checked_string!(
+    /// A client or topic name: the store's rule.
+    Name, NAME_PATTERN, NAME_RULE, valid_name, "a name"
+);
+
+checked_string!(
+    /// A publish's idempotency key: the relay id's rule.
+    IdempotencyKey, ID_PATTERN, ID_RULE, valid_id, "an idempotency key"
+);
 
 /// How many clients a message was sent to.
 #[derive(Debug, Object)]
@@ -176,7 +195,7 @@ pub struct SubscriptionRequest {
     /// The client's id.
     pub id: Uuid,
     /// Topics to (un)subscribe; all must exist, otherwise nothing is applied.
-    pub topics: Vec<String>,
+    pub topics: Vec<Name>,
 }
 
 /// A topic and how many clients subscribe to it.
