@@ -248,10 +248,10 @@ impl Node {
         if size > limit {
             return Err(AppError::MessageTooLarge { size, limit });
         }
-        let idempotency = self.idempotency(&target, idempotency_key)?;
         let (recipients, topic, position) = match &target {
             Target::Broadcast => (self.store.client_count().await?, None, None),
             Target::Topic(topic) => {
+                let idempotency = self.idempotency(idempotency_key)?;
                 let message = NewMessage { from, data: data.get(), idempotency };
                 let published = self.store.publish(topic, message).await?;
                 if published.duplicate {
@@ -320,7 +320,7 @@ impl Node {
     ) -> Result<(HistoryPage, bool), AppError> {
         let page = self.store.history(topic, since, limit).await?;
         let same_epoch = epoch.is_none_or(|epoch| epoch == page.position.epoch);
-        let reaches = since + 1 >= page.oldest || since >= page.position.offset;
+        let reaches = since.saturating_add(1) >= page.oldest || since >= page.position.offset;
         Ok((page, same_epoch && reaches))
     }
 
@@ -431,18 +431,10 @@ impl BusHandler for Node {
 }
 
 impl Node {
-    /// The idempotency of a publish with `key`: only a topic's publish may have one, and only
-    /// while the window is on.
-    fn idempotency<'k>(
-        &self,
-        target: &Target,
-        key: Option<&'k str>,
-    ) -> Result<Option<Idempotency<'k>>, AppError> {
+    /// The idempotency of a topic's publish with `key` (the WebSocket frame's is not checked
+    /// as it is read), while the window is on.
+    fn idempotency<'k>(&self, key: Option<&'k str>) -> Result<Option<Idempotency<'k>>, AppError> {
         let Some(key) = key else { return Ok(None) };
-        if *target == Target::Broadcast {
-            let why = "a broadcast keeps no history: idempotency_key is for a topic's publish";
-            return Err(AppError::BadRequest(why.to_owned()));
-        }
         if !crate::relay::valid_id(key) {
             let rule = crate::relay::ID_RULE;
             return Err(AppError::BadRequest(format!(

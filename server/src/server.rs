@@ -409,7 +409,7 @@ async fn request_span<E: Endpoint>(
     allowed: Arc<AllowedMethods>,
 ) -> poem::Result<Response> {
     // Kept for a 405, which must say what the resource allows (RFC 9110 15.5.6).
-    let allow = allowed.for_path(req.uri().path());
+    let uri = req.uri().clone();
     let request_id = match req.header(REQUEST_ID) {
         Some(id) if (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic()) => {
             id.to_owned()
@@ -434,7 +434,8 @@ async fn request_span<E: Endpoint>(
         }
     };
     if response.status() == StatusCode::METHOD_NOT_ALLOWED
-        && let Some(allow) = allow.and_then(|allow| HeaderValue::from_str(&allow).ok())
+        && let Some(allow) = allowed.for_path(uri.path())
+        && let Ok(allow) = HeaderValue::from_str(&allow)
     {
         response.headers_mut().insert(header::ALLOW, allow);
     }

@@ -64,10 +64,7 @@ error_statuses!(ListErrors: 503 "Store unavailable");
 error_statuses!(CreateTopicErrors:
     400 "Bad body or topic name", 403 "Missing or wrong API key", 409 "Topic exists",
     415 "Body is not application/json", 503 "Store unavailable");
-error_statuses!(HistoryErrors:
-    400 "Bad query", 403 "Missing or wrong API key", 404 "Topic does not exist",
-    503 "Store unavailable");
-error_statuses!(PresenceErrors:
+error_statuses!(TopicReadErrors:
     400 "Bad query", 403 "Missing or wrong API key", 404 "Topic does not exist",
     503 "Store unavailable");
 error_statuses!(DeleteTopicErrors:
@@ -316,7 +313,7 @@ impl Api {
         )]
         limit: Query<u32>,
         api_key: ApiKey,
-    ) -> ApiResult<Json<TopicHistory>, HistoryErrors> {
+    ) -> ApiResult<Json<TopicHistory>, TopicReadErrors> {
         self.node.require_key(api_key.as_deref())?;
         let (page, complete) =
             self.node.history(&name.0, since.0, epoch.0.as_deref(), limit.0 as usize).await?;
@@ -357,7 +354,7 @@ impl Api {
         #[oai(default)]
         count_only: Query<bool>,
         api_key: ApiKey,
-    ) -> ApiResult<Json<TopicPresence>, PresenceErrors> {
+    ) -> ApiResult<Json<TopicPresence>, TopicReadErrors> {
         self.node.require_key(api_key.as_deref())?;
         let present = self.node.presence(&name.0).await?;
         let count = present.len() as u64;

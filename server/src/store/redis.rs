@@ -272,6 +272,9 @@ pub struct RedisStore {
     scripts: Scripts,
     /// The history of a topic made before topics had one (by an older node).
     default_history: HistorySettings,
+    /// The epoch such a topic gets: drawn once, not at every publish that might need it (one
+    /// topic's epochs differ by life, and a topic made again gets a new one at creation).
+    legacy_epoch: String,
 }
 
 impl From<RedisUnavailable> for StoreError {
@@ -307,6 +310,7 @@ impl RedisStore {
                 node_alive: Script::new(NODE_ALIVE),
             },
             default_history: HistorySettings::default(),
+            legacy_epoch: new_epoch(),
         }
     }
 
@@ -327,7 +331,7 @@ impl RedisStore {
     /// The ARGV tail of the scripts that give an older topic its history: epoch, size, ttl ms.
     fn default_history_args(&self, invocation: &mut redis::ScriptInvocation<'_>) {
         let history = self.default_history;
-        invocation.arg(new_epoch()).arg(history.size).arg(history.ttl.as_millis() as u64);
+        invocation.arg(&self.legacy_epoch).arg(history.size).arg(history.ttl.as_millis() as u64);
     }
 
     /// The key naming the peer that waits with relay `id`.
